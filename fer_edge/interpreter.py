@@ -1,0 +1,197 @@
+"""The one TFLite interpreter wrapper, used by bench and by the device runtime.
+
+Order of runtimes: `ai_edge_litert` (LiteRT), then `tflite_runtime`, then `tensorflow.lite`.
+TensorFlow is only the last resort, and is imported only if nothing lighter exists.
+Takes uint8 model inputs (see `fer_edge.preprocess`) and returns float32 probabilities,
+whatever the model's own input/output types and quantization parameters are.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fer_edge.errors import ModelError, RuntimeUnavailableError
+from fer_edge.metadata import ModelMetadata, read_metadata
+
+RUNTIMES = ("ai_edge_litert", "tflite_runtime", "tensorflow")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    name: str
+    version: str
+    interpreter_cls: type
+    load_delegate: object
+
+
+def find_runtime(prefer: str | None = None) -> Runtime:
+    """Import the first available TFLite runtime (or the one named by `prefer`)."""
+    order = (prefer,) if prefer else RUNTIMES
+    errors = []
+    for name in order:
+        try:
+            if name == "ai_edge_litert":
+                import ai_edge_litert
+                from ai_edge_litert.interpreter import Interpreter, load_delegate
+
+                return Runtime(name, ai_edge_litert.__version__, Interpreter, load_delegate)
+            if name == "tflite_runtime":
+                import tflite_runtime
+                from tflite_runtime.interpreter import Interpreter, load_delegate
+
+                return Runtime(name, tflite_runtime.__version__, Interpreter, load_delegate)
+            if name == "tensorflow":
+                import tensorflow as tf
+
+                return Runtime(name, tf.__version__, tf.lite.Interpreter, tf.lite.experimental.load_delegate)
+            raise ImportError(f"unknown runtime {name!r}; valid: {', '.join(RUNTIMES)}")
+        except (ImportError, AttributeError) as exc:
+            # tflite-runtime 2.14 against numpy 2 fails inside its extension with this text
+            msg = str(exc)
+            if "_ARRAY_API" in msg or "numpy.core.multiarray failed" in msg:
+                msg = f"{name} was built for numpy 1.x and cannot load under numpy {np.__version__}"
+            errors.append(f"{name}: {msg}")
+    raise RuntimeUnavailableError(
+        "no TFLite runtime could be imported (" + "; ".join(errors) + "). "
+        "Install one: pip install 'fer-edge[device]' (ai-edge-litert)."
+    )
+
+
+def default_threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass
+class OpSummary:
+    ops: Counter = field(default_factory=Counter)
+    delegate_nodes: int = 0
+    int8_ops: int = 0
+    float_ops: int = 0
+
+    @property
+    def xnnpack(self) -> bool:
+        return self.delegate_nodes > 0
+
+    def as_dict(self) -> dict:
+        return {
+            "ops": dict(self.ops),
+            "delegate_nodes": self.delegate_nodes,
+            "int8_ops": self.int8_ops,
+            "float_ops": self.float_ops,
+        }
+
+
+class TFLiteModel:
+    """A loaded .tflite with its metadata; `predict(uint8 batch) -> float32 probabilities`."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        threads: int | None = None,
+        metadata: ModelMetadata | None = None,
+        runtime: str | None = None,
+        delegate: str | None = None,
+    ):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ModelError(f"model file not found: {self.path}")
+        self.metadata = metadata or read_metadata(self.path)
+        self.threads = threads or default_threads()
+        self.runtime = find_runtime(runtime)
+        self.delegate_note = ""
+        t0 = time.perf_counter()
+        delegates = self._load_delegate(delegate) if delegate else None
+        try:
+            kwargs = {"model_path": str(self.path), "num_threads": self.threads}
+            if delegates:
+                kwargs["experimental_delegates"] = delegates
+            self._interp = self.runtime.interpreter_cls(**kwargs)
+            self._interp.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            hint = ""
+            if "version" in str(exc) and self.runtime.name == "tflite_runtime":
+                hint = (" tflite-runtime 2.14 cannot run ops of newer TensorFlow exports "
+                        "(e.g. dynamic-range FULLY_CONNECTED v12); install ai-edge-litert.")
+            raise ModelError(f"{self.path}: the {self.runtime.name} interpreter cannot load it ({exc}).{hint} "
+                             "If the file is truncated, copy or re-export it.") from exc
+        self.load_seconds = time.perf_counter() - t0
+        self._in = self._interp.get_input_details()[0]
+        self._out = self._interp.get_output_details()[0]
+        shape = tuple(int(v) for v in self._in["shape"][1:])
+        if shape != self.metadata.preprocess.shape:
+            raise ModelError(
+                f"{self.path}: input shape {shape} disagrees with its metadata "
+                f"{self.metadata.preprocess.shape}; re-export the model"
+            )
+
+    def _load_delegate(self, spec: str) -> list | None:
+        """Load an external delegate library; fall back to the CPU with a clear note if it cannot load."""
+        try:
+            return [self.runtime.load_delegate(spec)]
+        except (OSError, ValueError, RuntimeError) as exc:
+            self.delegate_note = f"delegate {spec!r} unavailable ({exc}); running on the CPU (XNNPACK)"
+            return None
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.metadata.labels)
+
+    @property
+    def input_dtype(self) -> np.dtype:
+        return np.dtype(self._in["dtype"])
+
+    def _quantize_input(self, x: np.ndarray) -> np.ndarray:
+        dtype = self.input_dtype
+        if dtype == np.float32:
+            return x.astype(np.float32)
+        scale, zero = self._in["quantization"]
+        if scale == 0:
+            return x.astype(dtype)
+        info = np.iinfo(dtype)
+        q = np.rint(x.astype(np.float32) / scale + zero)
+        return np.clip(q, info.min, info.max).astype(dtype)
+
+    def _dequantize_output(self, y: np.ndarray) -> np.ndarray:
+        if y.dtype == np.float32:
+            return y
+        scale, zero = self._out["quantization"]
+        return (y.astype(np.float32) - zero) * scale
+
+    def predict_one(self, x: np.ndarray) -> np.ndarray:
+        """One uint8 crop of shape (S,S,C) -> probabilities (K,)."""
+        self._interp.set_tensor(self._in["index"], self._quantize_input(x[None]))
+        self._interp.invoke()
+        return self._dequantize_output(self._interp.get_tensor(self._out["index"]))[0]
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """uint8 batch (N,S,S,C) -> float32 probabilities (N,K), one invoke per image (batch 1 as on the board)."""
+        batch = np.asarray(batch)
+        if batch.ndim == 3:
+            batch = batch[None]
+        return np.stack([self.predict_one(x) for x in batch]) if len(batch) else np.zeros(
+            (0, len(self.labels)), np.float32)
+
+    def op_summary(self) -> OpSummary:
+        s = OpSummary()
+        tensors = {t["index"]: t for t in self._interp.get_tensor_details()}
+        for op in self._interp._get_ops_details():
+            name = op["op_name"]
+            s.ops[name] += 1
+            if name == "DELEGATE":
+                s.delegate_nodes += 1
+                continue
+            ins = [tensors[i]["dtype"] for i in op["inputs"] if i in tensors and i >= 0]
+            if any(np.dtype(d) in (np.int8, np.uint8, np.int16) for d in ins[:1]):
+                s.int8_ops += 1
+            else:
+                s.float_ops += 1
+        return s

@@ -1,0 +1,74 @@
+"""Shared fixtures: the ../shared folder (real-data checks skip without it) and tiny real models."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("FER_EDGE_SHARED", ROOT.parent / "shared"))
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    if not (SHARED / "data").is_dir():
+        pytest.skip(f"real data not available ({SHARED} missing)")
+    return SHARED
+
+
+def region_images(n: int, size: int = 32, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Tiny generated 3-class set: the class is which vertical third of the image is bright."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    x = rng.integers(0, 60, (n, size, size, 1)).astype(np.uint8)
+    third = size // 3
+    for i, c in enumerate(y):
+        x[i, :, c * third:(c + 1) * third] += rng.integers(120, 190, dtype=np.uint8)
+    return x, y
+
+
+@pytest.fixture(scope="session")
+def tiny_tflite(tmp_path_factory) -> dict[str, Path]:
+    """A trained 3-class 32x32 grey Keras model and its fp32 and int8 TFLite exports, with metadata."""
+    import keras
+    import tensorflow as tf
+
+    from fer_edge.metadata import ModelMetadata, write_tflite
+    from fer_edge.preprocess import PreprocessSpec
+
+    out = tmp_path_factory.mktemp("tiny_model")
+    keras.utils.set_random_seed(0)
+    x, y = region_images(600)
+    inp = keras.Input((32, 32, 1))
+    h = keras.layers.Rescaling(1 / 127.5, -1)(inp)
+    h = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(h)
+    h = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(h)
+    h = keras.layers.Flatten()(h)
+    o = keras.layers.Dense(3, activation="softmax")(h)
+    model = keras.Model(inp, o)
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x.astype("float32"), y, epochs=4, batch_size=32, verbose=0)
+    model.save(out / "model_float.keras")
+    model.export(str(out / "saved"), verbose=False)
+
+    spec = PreprocessSpec(input_size=32, color="grey")
+    labels = ["angry", "happy", "sad"]
+    paths = {"keras": out / "model_float.keras"}
+    for variant in ("fp32", "int8"):
+        conv = tf.lite.TFLiteConverter.from_saved_model(str(out / "saved"))
+        if variant == "int8":
+            conv.optimizations = [tf.lite.Optimize.DEFAULT]
+            conv.representative_dataset = lambda: ([x[i:i + 1].astype("float32")] for i in range(200))
+            conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            conv.inference_input_type = tf.uint8
+            conv.inference_output_type = tf.uint8
+        meta = ModelMetadata(labels=labels, preprocess=spec, variant=variant,
+                             input_dtype="uint8" if variant == "int8" else "float32",
+                             output_dtype="uint8" if variant == "int8" else "float32", backbone="tiny_cnn")
+        paths[variant] = write_tflite(out / f"model_{variant}.tflite", conv.convert(), meta)
+    return paths
