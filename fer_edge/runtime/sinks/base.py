@@ -1,0 +1,255 @@
+"""Many sinks at once, none able to stall the pipeline or each other.
+
+Each sink gets a worker thread and a bounded queue. ``SinkSet.publish`` only appends to those
+queues, so it costs microseconds whatever the sinks do; a slow sink loses its *oldest* queued
+results (counted per sink), a sink that raises is logged and counted and the next result is
+tried again. ``close`` drains every queue within a deadline and reports what it could not.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from typing import Any, Iterable, Iterator
+
+from fer_edge.registry import Registry
+from fer_edge.runtime.metrics import Metrics
+from fer_edge.runtime.sinks.config import SinkConfig, sink_config
+
+log = logging.getLogger("fer_edge.sinks")
+
+# type name -> sink class; a class is built as cls(config, metrics) and has .name, .publish, .close
+# (optionally .wants_frames / .offer_frame(frame_rgb, result) / .stats()).
+SINKS: Registry[type] = Registry("sink")
+
+
+class _RateLimitedLog:
+    """The first failure with its traceback, then one line per `every_s` with the count."""
+
+    def __init__(self, every_s: float = 30.0):
+        self.every_s = every_s
+        self._last = 0.0
+        self._suppressed = 0
+
+    def error(self, msg: str, exc: BaseException) -> None:
+        now = time.monotonic()
+        if self._last == 0.0:
+            log.error(msg, exc_info=exc)
+            self._last = now
+        elif now - self._last >= self.every_s:
+            log.error("%s (and %d more since the last report)", msg, self._suppressed)
+            self._last, self._suppressed = now, 0
+        else:
+            self._suppressed += 1
+
+
+class _Worker:
+    def __init__(self, sink: Any, metrics: Metrics, queue_max: int):
+        self.sink = sink
+        self.name: str = sink.name
+        self.metrics = metrics
+        self.queue_max = queue_max
+        self._q: deque = deque()
+        self._cv = threading.Condition()
+        self._closing = False
+        self.published = 0
+        self.dropped = 0
+        self.errors = 0
+        self.unflushed = 0
+        self.last_error: str | None = None
+        self._failing = False
+        self._errlog = _RateLimitedLog()
+        self.thread = threading.Thread(target=self._run, name=f"sink-{self.name}", daemon=True)
+        self.thread.start()
+
+    def put(self, result: Any) -> None:
+        with self._cv:
+            if self._closing:
+                # A result after close() is a caller bug, but it is still accounted for.
+                self.dropped += 1
+                self.metrics.inc("sink_dropped", sink=self.name, reason="closed")
+                return
+            if len(self._q) >= self.queue_max:
+                self._q.popleft()
+                self.dropped += 1
+                self.metrics.inc("sink_dropped", sink=self.name, reason="queue")
+            self._q.append(result)
+            self._cv.notify()
+
+    def queued(self) -> int:
+        with self._cv:
+            return len(self._q)
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._q and not self._closing:
+                    self._cv.wait()
+                if not self._q:
+                    break
+                item = self._q.popleft()
+            try:
+                self.sink.publish(item)
+            except Exception as exc:  # noqa: BLE001 - a sink must never take the others down
+                self.errors += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                self.metrics.inc("sink_errors", sink=self.name)
+                self.metrics.inc("errors")
+                self._errlog.error(f"sink '{self.name}' failed to publish: {self.last_error}", exc)
+                if not self._failing:
+                    self._failing = True
+                    self.metrics.set_health("degraded", self.last_error, component=f"sink:{self.name}")
+            else:
+                self.published += 1
+                self.metrics.inc("sink_published", sink=self.name)
+                if self._failing:
+                    self._failing = False
+                    self.metrics.set_health("ok", component=f"sink:{self.name}")
+        try:
+            self.sink.close()
+        except Exception as exc:  # noqa: BLE001
+            log.warning("sink '%s' failed to close: %s", self.name, exc)
+        self.metrics.clear_health(f"sink:{self.name}")
+
+    def stop(self) -> None:
+        with self._cv:
+            self._closing = True
+            self._cv.notify()
+
+    def abandon(self) -> int:
+        """Drop what is still queued (the deadline passed); the worker then closes its sink."""
+        with self._cv:
+            n = len(self._q)
+            self._q.clear()
+            self._cv.notify()
+        if n:
+            self.unflushed += n
+            self.dropped += n
+            self.metrics.inc("sink_dropped", n, sink=self.name, reason="unflushed")
+        return n
+
+
+class SinkSet:
+    """The pipeline's one handle on its outputs. Thread-safe; ``publish`` never blocks."""
+
+    def __init__(self, sinks: Iterable[Any], metrics: Metrics | None = None, queue_max: int | dict = 256):
+        self.metrics = metrics if metrics is not None else Metrics()
+        self.sinks = list(sinks)
+        names = [s.name for s in self.sinks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"sink names must be unique, got {names}")
+        self._workers = [
+            _Worker(s, self.metrics, queue_max.get(s.name, 256) if isinstance(queue_max, dict) else queue_max)
+            for s in self.sinks
+        ]
+        self._frame_sinks = [s for s in self.sinks if getattr(s, "wants_frames", False)]
+        self._closed: dict[str, int] | None = None
+        self._lock = threading.Lock()
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.sinks)
+
+    def __len__(self) -> int:
+        return len(self.sinks)
+
+    def __enter__(self) -> "SinkSet":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def wants_frames(self) -> bool:
+        """True when some sink (the HTTP preview) wants frames; otherwise skip offer_frame entirely."""
+        return bool(self._frame_sinks)
+
+    def publish(self, result: Any) -> None:
+        for w in self._workers:
+            w.put(result)
+
+    def offer_frame(self, frame_rgb: Any, result: Any) -> None:
+        """Hand the newest frame to sinks that show it. They copy what they keep and rate-limit
+        themselves, so this stays cheap; a failure here is logged, never raised."""
+        for s in self._frame_sinks:
+            try:
+                s.offer_frame(frame_rgb, result)
+            except Exception as exc:  # noqa: BLE001
+                self.metrics.inc("errors")
+                log.warning("sink '%s' rejected a frame: %s", s.name, exc)
+
+    def close(self, timeout: float = 2.0) -> dict[str, int]:
+        """Flush every queue within `timeout` seconds, then close the sinks.
+
+        Returns {sink name: results that could not be flushed} (also counted in the metrics as
+        sink_dropped{reason="unflushed"}). Safe to call twice.
+        """
+        with self._lock:
+            if self._closed is not None:
+                return dict(self._closed)
+            deadline = time.monotonic() + timeout
+            for w in self._workers:
+                w.stop()
+            for w in self._workers:
+                w.thread.join(max(0.0, deadline - time.monotonic()))
+            unflushed = {}
+            for w in self._workers:
+                n = w.abandon() if w.thread.is_alive() else 0
+                unflushed[w.name] = n
+                if w.thread.is_alive():
+                    log.warning("sink '%s' did not finish within %.1f s; %d result(s) not flushed",
+                                w.name, timeout, n)
+            self._closed = unflushed
+            return dict(unflushed)
+
+    def stats(self) -> dict[str, dict]:
+        out = {}
+        for w in self._workers:
+            st = {
+                "queued": w.queued(),
+                "published": w.published,
+                "dropped": w.dropped,
+                "errors": w.errors,
+                "unflushed": w.unflushed,
+                "last_error": w.last_error,
+                "alive": w.thread.is_alive(),
+            }
+            extra = getattr(w.sink, "stats", None)
+            if callable(extra):
+                try:
+                    st["sink"] = extra()
+                except Exception as exc:  # noqa: BLE001
+                    st["sink"] = {"error": str(exc)}
+            out[w.name] = st
+        return out
+
+
+def create_sinks(configs: Iterable[SinkConfig | dict | str], metrics: Metrics | None = None) -> SinkSet:
+    """Build every configured sink (URL strings and dicts are accepted too) into a SinkSet.
+
+    If one sink cannot start (a port in use, a bad TLS file) the ones already started are closed
+    and the ConfigError propagates.
+    """
+    metrics = metrics if metrics is not None else Metrics()
+    built: list[Any] = []
+    queue_max: dict[str, int] = {}
+    seen: dict[str, int] = {}
+    try:
+        for raw in configs:
+            cfg = sink_config(raw)
+            base = cfg.name or cfg.type
+            seen[base] = seen.get(base, 0) + 1
+            name = base if seen[base] == 1 else f"{base}-{seen[base]}"
+            cfg = cfg.model_copy(update={"name": name})
+            cls = SINKS.get(cfg.type)
+            built.append(cls(cfg, metrics))
+            queue_max[name] = cfg.queue_max
+    except BaseException:
+        for s in built:
+            try:
+                s.close()
+            except Exception:  # noqa: BLE001
+                pass
+        raise
+    return SinkSet(built, metrics, queue_max)
