@@ -1,0 +1,1 @@
+"""Files shipped inside the package: the face detector models (see NOTICE.md for their licences)."""

@@ -1,0 +1,45 @@
+"""The expression classifier on the board: a converted .tflite through the shared interpreter wrapper.
+
+Everything the device needs to know about the model - labels in order, input size, colour mode,
+crop margin - comes from the metadata inside the .tflite. There are no device-side defaults: a
+model without fer-edge metadata is refused with the fix.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from fer_edge.interpreter import TFLiteModel, default_threads
+from fer_edge.preprocess import PreprocessSpec
+
+log = logging.getLogger("fer_edge.runtime.classifier")
+
+
+class Classifier:
+    def __init__(self, model: str | Path, threads: int | None = None, delegate: str | None = None,
+                 runtime: str | None = None):
+        self.threads = int(threads) if threads else default_threads()
+        self.model = TFLiteModel(model, threads=self.threads, runtime=runtime, delegate=delegate)
+        self.delegate_note = self.model.delegate_note
+        if self.delegate_note:
+            log.warning(self.delegate_note)
+        self.spec: PreprocessSpec = self.model.metadata.preprocess
+        self.labels: list[str] = self.model.labels
+
+    def classify(self, crops: list[np.ndarray]) -> np.ndarray:
+        """Model inputs (uint8, spec.shape each) -> probabilities (N, K)."""
+        if not crops:
+            return np.zeros((0, len(self.labels)), np.float32)
+        return np.stack([self.model.predict_one(c) for c in crops])
+
+    def describe(self) -> dict:
+        m = self.model
+        return {
+            "path": str(m.path), "runtime": f"{m.runtime.name} {m.runtime.version}", "threads": self.threads,
+            "labels": self.labels, "input": list(self.spec.shape), "color": self.spec.color,
+            "variant": m.metadata.variant, "backbone": m.metadata.backbone,
+            "delegate_note": self.delegate_note or None,
+        }

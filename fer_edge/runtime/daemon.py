@@ -1,0 +1,221 @@
+"""The daemon: capture thread -> pipeline (main thread) -> sinks, with health, metrics and systemd.
+
+Lifecycle: build everything (a bad model or config fails here, before READY=1), start the
+capture thread, tell systemd READY=1, then loop: take the newest frame, process it, publish the
+result. It ends when a finite source is exhausted (exit 0 once every result is published) or on
+SIGTERM/SIGINT: capture stops, the frame in hand is finished, and the sinks are flushed within
+the 2 s budget. A camera that fails is reopened with backoff by the capture thread while health
+is "degraded"; a frame the pipeline fails on is logged, counted and skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from typing import Any
+
+from fer_edge.errors import FerEdgeError
+from fer_edge.runtime.capture import END, Backoff, CaptureThread, Mailbox
+from fer_edge.runtime.config import DaemonConfig
+from fer_edge.runtime.metrics import Metrics
+from fer_edge.runtime.pipeline import Pipeline
+from fer_edge.runtime.sdnotify import Notifier
+from fer_edge.runtime.sources import SOURCES, Frame, Source
+from fer_edge.runtime.tracker import Tracker, TrackerParams
+
+log = logging.getLogger("fer_edge.runtime.daemon")
+
+STOP_BUDGET_S = 2.0          # SIGTERM -> exit, everything flushed
+_SOURCE_COMMON = {"type", "loop", "drop_stale", "max_frames", "retry_initial_s", "retry_max_s"}
+
+
+def build_source(cfg: Any, on_skip=None) -> Source:
+    """A source object from its config section, by registry name."""
+    options = {k: v for k, v in cfg.model_dump().items() if k not in _SOURCE_COMMON}
+    if cfg.type == "images" and on_skip is not None:
+        options["on_skip"] = on_skip
+    return SOURCES.get(cfg.type)(**options)
+
+
+def build_pipeline(config: DaemonConfig, source_name: str = "", detector=None, classifier=None) -> Pipeline:
+    from fer_edge.runtime.classifier import Classifier
+    from fer_edge.runtime.detectors import create_detector
+
+    c = config.classifier
+    if classifier is None:
+        classifier = Classifier(config.require_model(), threads=c.threads, delegate=c.delegate, runtime=c.runtime)
+    if detector is None:
+        d = config.detector
+        detector = create_detector(d.type, model=d.model, input_width=d.input_width,
+                                   score_threshold=d.score_threshold, nms_threshold=d.nms_threshold,
+                                   min_face=d.min_face, max_faces=d.max_faces, threads=d.threads)
+    tracker = Tracker(classifier.labels, TrackerParams(**config.tracker.model_dump()))
+    return Pipeline(detector, classifier, tracker, detect_every=config.detector.every, align=c.align,
+                    source_name=source_name)
+
+
+class Daemon:
+    def __init__(self, config: DaemonConfig, *, source: Source | None = None, pipeline: Pipeline | None = None,
+                 sinks: Any = None, metrics: Metrics | None = None, notifier: Notifier | None = None):
+        self.config = config
+        self.metrics = metrics or Metrics()
+        self.notifier = notifier or Notifier()
+        self._source, self._pipeline, self._sinks = source, pipeline, sinks
+        self.stop_event = threading.Event()
+        self.stop_reason = ""
+        self.stop_requested_at: float | None = None
+        self.results = 0
+        self.errors = 0
+
+    # --- control --------------------------------------------------------------------------
+    def stop(self, reason: str = "stop requested") -> None:
+        """Safe from a signal handler or another thread."""
+        if not self.stop_event.is_set():
+            self.stop_reason = reason
+            self.stop_requested_at = time.monotonic()
+            self.stop_event.set()
+
+    def _install_signals(self) -> dict:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        old = {}
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            old[sig] = signal.signal(sig, lambda s, _f: self.stop(signal.Signals(s).name))
+        return old
+
+    def _thread_excepthook(self, args) -> None:
+        # A helper thread that dies must be loud: logged with its traceback and counted.
+        self.metrics.inc("errors")
+        self.metrics.inc("thread_errors")
+        log.error("thread %s died: %s", getattr(args.thread, "name", "?"), args.exc_value,
+                  exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
+
+    # --- health ---------------------------------------------------------------------------
+    def _source_failed(self, exc: BaseException, attempt: int, delay: float) -> None:
+        self.metrics.inc("errors")
+        self.metrics.inc("source_errors")
+        self.metrics.set_health("degraded", f"source failing ({type(exc).__name__}: {exc}); retry {attempt} "
+                                f"in {delay:.1f} s", component="source")
+        self.notifier.status(f"degraded: source failing, retry {attempt} in {delay:.1f} s")
+
+    def _source_recovered(self) -> None:
+        self.metrics.set_health("ok", component="source")
+        self.notifier.status("running")
+
+    def _image_skipped(self, name: str, reason: str) -> None:
+        self.metrics.inc("errors")
+        log.warning("skipped %s: %s", name, reason)
+
+    # --- main -----------------------------------------------------------------------------
+    def run(self) -> int:
+        """Run until the source ends or stop(); returns the exit status (0). Library errors raise."""
+        cfg = self.config
+        self.metrics.set_health("starting", "loading models")
+        old_signals = self._install_signals()
+        old_hook = threading.excepthook
+        threading.excepthook = self._thread_excepthook
+        sinks = capture = None
+        try:
+            source = self._source or build_source(cfg.source, on_skip=self._image_skipped)
+            pipeline = self._pipeline or build_pipeline(cfg, source_name=source.name)
+            if not pipeline.source_name:
+                pipeline.source_name = source.name
+            if self._sinks is not None:
+                sinks = self._sinks
+            else:
+                from fer_edge.runtime.sinks import create_sinks
+
+                sinks = create_sinks(cfg.outputs, self.metrics)
+            drop = cfg.source.drop_stale if cfg.source.drop_stale is not None else source.live
+            mailbox = Mailbox(drop=drop)
+            capture = CaptureThread(
+                source, mailbox, self.stop_event, loop=cfg.source.loop,
+                backoff=Backoff(cfg.source.retry_initial_s, cfg.source.retry_max_s),
+                max_frames=cfg.source.max_frames, on_error=self._source_failed, on_recover=self._source_recovered)
+            capture.start()
+            self.metrics.set_health("ok")
+            self.notifier.ready(f"running: {source.name}")
+            log.info("running: source %s (%s), outputs: %s", source.name,
+                     "newest frame only" if drop else "every frame", ", ".join(o.type for o in cfg.outputs) or "none")
+            self._loop(pipeline, mailbox, sinks)
+        finally:
+            self.metrics.set_health("stopping", self.stop_reason)
+            self.notifier.stopping(self.stop_reason or "source finished")
+            self.stop_event.set()
+            if capture is not None:
+                capture.mailbox.close()
+                capture.join(timeout=0.5)
+            if sinks is not None:
+                spent = time.monotonic() - (self.stop_requested_at or time.monotonic())
+                unflushed = sinks.close(timeout=max(0.3, STOP_BUDGET_S - 0.2 - spent))
+                if unflushed and any(unflushed.values()):
+                    log.warning("results not flushed at exit: %s", unflushed)
+            threading.excepthook = old_hook
+            for sig, handler in old_signals.items():
+                signal.signal(sig, handler)
+            self.notifier.close()
+        if capture is not None and capture.fatal is not None:
+            if isinstance(capture.fatal, FerEdgeError):
+                raise capture.fatal
+            log.error("capture ended with %r", capture.fatal)
+            return 1
+        log.info("stopped (%s): %d results", self.stop_reason or "source finished", self.results)
+        return 0
+
+    def _loop(self, pipeline: Pipeline, mailbox: Mailbox, sinks: Any) -> None:
+        consecutive_errors = 0
+        dropped_seen = 0
+        last_status = time.monotonic()
+        while True:
+            self.notifier.watchdog()
+            item = mailbox.get(timeout=0.1)
+            if mailbox.dropped != dropped_seen:
+                self.metrics.inc("frames_dropped", mailbox.dropped - dropped_seen)
+                dropped_seen = mailbox.dropped
+            if self.stop_event.is_set() and item is not END and not isinstance(item, Frame):
+                return
+            if item is None:
+                continue
+            if item is END:
+                self.stop_reason = self.stop_reason or "source finished"
+                return
+            frame: Frame = item  # type: ignore[assignment]
+            try:
+                result = pipeline.process(frame)
+            except Exception as exc:  # one bad frame must not end a months-long run
+                self.errors += 1
+                consecutive_errors += 1
+                self.metrics.inc("errors")
+                self.metrics.inc("pipeline_errors")
+                log.error("frame %d failed: %s", frame.index, exc, exc_info=consecutive_errors == 1)
+                if consecutive_errors == 3:
+                    self.metrics.set_health("degraded", f"pipeline failing: {exc}")
+                continue
+            if consecutive_errors:
+                if consecutive_errors >= 3:
+                    self.metrics.set_health("ok")
+                consecutive_errors = 0
+            t0 = time.perf_counter()
+            sinks.publish(result)
+            if sinks.wants_frames:
+                sinks.offer_frame(frame.image, result)
+            publish_ms = (time.perf_counter() - t0) * 1000
+            self.results += 1
+            for stage, ms in result.timings_ms.items():
+                self.metrics.observe_stage(stage, ms)
+            self.metrics.observe_stage("publish", publish_ms)
+            self.metrics.inc("frames")
+            self.metrics.set_gauge("faces", len(result.faces))
+            self.metrics.set_gauge("tracks", len(pipeline.tracker.tracks))
+            if result.events:
+                for ev in result.events:
+                    self.metrics.inc("events", kind=ev.kind)
+            now = time.monotonic()
+            if now - last_status >= 5.0:
+                last_status = now
+                self.notifier.status(f"fps={self.metrics.fps():.1f} faces={len(result.faces)} "
+                                     f"health={self.metrics.health()[0]}")
+            if self.stop_event.is_set():
+                return

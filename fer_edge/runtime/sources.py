@@ -1,0 +1,355 @@
+"""Frame sources by name: picamera2, an OpenCV/V4L2 camera, a video file or stream URL, an image folder.
+
+Every source yields `Frame`s whose image is RGB uint8 HxWx3; colour conversion happens once, here,
+in the adaptor that knows the hardware's byte order. Heavy or board-only imports (cv2, picamera2)
+happen inside `open()`, so naming a source costs nothing until it is used.
+
+A source is a small object with `open()`, `read() -> Frame | None` (None = the stream ended),
+`close()`, and two facts: `finite` (files end; cameras do not) and `live` (frames that are not
+consumed in time are stale and may be dropped). A source that raises is reopened by the capture
+loop with `open(resume=position)`, so a finite source resumes where it failed instead of replaying.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+from fer_edge.errors import ConfigError, DataError
+from fer_edge.registry import Registry
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm")
+
+
+class SourceError(RuntimeError):
+    """A camera or stream failed (disconnected, unreadable); the capture loop retries it with backoff."""
+
+
+@dataclass
+class Frame:
+    index: int                               # position in the run (set by the capture loop)
+    image: np.ndarray                        # RGB uint8 HxWx3
+    timestamp: float                         # time.time() at capture
+    file: str | None = None                  # image folders name the file
+    position: int = 0                        # position inside the source (frame of a video, file of a folder)
+    detect_image: np.ndarray | None = None   # optional low-res RGB copy for the detector (picamera2 lores)
+    capture_ms: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Source(Protocol):
+    name: str
+    finite: bool
+    live: bool
+    position: int
+
+    def open(self, resume: int = 0) -> None: ...
+
+    def read(self) -> Frame | None: ...
+
+    def close(self) -> None: ...
+
+
+SOURCES: Registry[Callable[..., Source]] = Registry("source")
+
+
+def bgr_to_rgb(image: np.ndarray) -> np.ndarray:
+    import cv2
+
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def xrgb8888_to_rgb(buffer: np.ndarray) -> np.ndarray:
+    """picamera2's XRGB8888 array (HxWx4, bytes B,G,R,X in memory) -> contiguous RGB uint8 HxWx3."""
+    if buffer.ndim != 3 or buffer.shape[2] != 4 or buffer.dtype != np.uint8:
+        raise SourceError(f"expected an XRGB8888 buffer (HxWx4 uint8), got {buffer.shape} {buffer.dtype}")
+    import cv2
+
+    return cv2.cvtColor(buffer, cv2.COLOR_BGRA2RGB)
+
+
+def yuv420_to_rgb(buffer: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """picamera2's YUV420 (I420) array, shape (H*3/2, W) -> RGB uint8 HxWx3."""
+    import cv2
+
+    w, h = size
+    if buffer.shape[0] != h * 3 // 2 or buffer.shape[1] < w:
+        raise SourceError(f"YUV420 buffer {buffer.shape} does not match {w}x{h}; use a width divisible by 64")
+    return cv2.cvtColor(np.ascontiguousarray(buffer[:, :w]), cv2.COLOR_YUV2RGB_I420)
+
+
+@SOURCES.register("picamera2", "picam", "libcamera")
+class Picamera2Source:
+    """Raspberry Pi camera through picamera2: an XRGB8888 main stream plus a low-res stream for detection.
+
+    `factory` builds the camera object (default `picamera2.Picamera2`); tests inject a fake.
+    """
+
+    finite = False
+    live = True
+
+    def __init__(self, size: tuple[int, int] = (640, 480), lores_size: tuple[int, int] | None = (320, 240),
+                 framerate: float | None = 30.0, camera_num: int = 0,
+                 factory: Callable[..., Any] | None = None):
+        self.size, self.lores_size, self.framerate = tuple(size), (tuple(lores_size) if lores_size else None), framerate
+        self.camera_num = camera_num
+        self.name = f"picamera2:{camera_num}"
+        self.position = 0
+        self._factory = factory
+        self._cam = None
+
+    def open(self, resume: int = 0) -> None:
+        factory = self._factory
+        if factory is None:
+            try:
+                from picamera2 import Picamera2
+            except ImportError as exc:
+                raise ConfigError(
+                    f"source 'picamera2' needs the picamera2 package ({exc}). On Raspberry Pi OS: "
+                    "sudo apt install python3-picamera2 and create the venv with --system-site-packages "
+                    "(device/install.sh does both). Elsewhere use a V4L2 camera: --source 0"
+                ) from exc
+            factory = Picamera2
+        try:
+            cam = factory(self.camera_num)
+            streams: dict[str, Any] = {"main": {"size": self.size, "format": "XRGB8888"}}
+            if self.lores_size:
+                # The Pi 4 ISP only produces YUV420 on the low-res stream.
+                streams["lores"] = {"size": self.lores_size, "format": "YUV420"}
+            controls = {"FrameRate": float(self.framerate)} if self.framerate else {}
+            config = cam.create_video_configuration(buffer_count=4, controls=controls, **streams)
+            cam.configure(config)
+            cam.start()
+        except ConfigError:
+            raise
+        except Exception as exc:  # libcamera raises plain RuntimeError/IndexError when no camera answers
+            raise SourceError(f"picamera2 camera {self.camera_num} could not start: {exc}") from exc
+        self._cam = cam
+        self.position = resume
+
+    def read(self) -> Frame | None:
+        if self._cam is None:
+            raise SourceError("picamera2 source read before open()")
+        t0 = time.perf_counter()
+        try:
+            request = self._cam.capture_request()
+        except Exception as exc:
+            raise SourceError(f"picamera2 capture failed: {exc}") from exc
+        try:
+            main = xrgb8888_to_rgb(request.make_array("main"))
+            lores = None
+            if self.lores_size:
+                raw = request.make_array("lores")
+                lores = xrgb8888_to_rgb(raw) if raw.ndim == 3 else yuv420_to_rgb(raw, self.lores_size)
+        finally:
+            request.release()
+        pos = self.position
+        self.position += 1
+        return Frame(index=-1, image=main, timestamp=time.time(), position=pos, detect_image=lores,
+                     capture_ms=(time.perf_counter() - t0) * 1000)
+
+    def close(self) -> None:
+        cam, self._cam = self._cam, None
+        if cam is not None:
+            for method in ("stop", "close"):
+                try:
+                    getattr(cam, method)()
+                except Exception:  # closing a camera that already vanished must not raise
+                    pass
+
+
+class _OpenCVCapture:
+    """Shared reading for OpenCV-backed sources (BGR from cv2, converted to RGB once)."""
+
+    name: str
+    position: int
+    _cap: Any
+
+    def _read_bgr(self) -> tuple[bool, np.ndarray | None, float]:
+        if self._cap is None:
+            raise SourceError(f"{self.name} read before open()")
+        t0 = time.perf_counter()
+        ok, bgr = self._cap.read()
+        return ok, bgr, t0
+
+    def _frame(self, bgr: np.ndarray, t0: float) -> Frame:
+        rgb = bgr_to_rgb(bgr)
+        pos = self.position
+        self.position += 1
+        return Frame(index=-1, image=rgb, timestamp=time.time(), position=pos,
+                     capture_ms=(time.perf_counter() - t0) * 1000)
+
+    def close(self) -> None:
+        cap, self._cap = self._cap, None
+        if cap is not None:
+            cap.release()
+
+
+@SOURCES.register("camera", "v4l2", "opencv")
+class OpenCVCameraSource(_OpenCVCapture):
+    """A V4L2 camera (USB webcam, Pi camera via the V4L2 compat layer): index or /dev/videoN, MJPG."""
+
+    finite = False
+    live = True
+
+    def __init__(self, device: int | str = 0, size: tuple[int, int] | None = (640, 480),
+                 fps: float | None = 30.0, fourcc: str | None = "MJPG"):
+        self.device = device
+        self.size, self.fps, self.fourcc = size, fps, fourcc
+        self.name = f"camera:{device}"
+        self.position = 0
+        self._cap = None
+
+    def open(self, resume: int = 0) -> None:
+        import cv2
+
+        dev = self.device
+        if isinstance(dev, str) and dev.isdigit():
+            dev = int(dev)
+        if isinstance(dev, str) and not os.path.exists(dev):
+            raise SourceError(f"camera device {dev} does not exist (unplugged?); V4L2 devices here: "
+                              f"{', '.join(video_devices()) or 'none'}")
+        cap = cv2.VideoCapture(dev, cv2.CAP_V4L2)
+        if not cap.isOpened():
+            cap.release()
+            raise SourceError(f"camera {self.device} could not be opened through V4L2 "
+                              f"(devices here: {', '.join(video_devices()) or 'none'}; is the user in group 'video'?)")
+        if self.fourcc:
+            cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*self.fourcc))
+        if self.size:
+            cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.size[0])
+            cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.size[1])
+        if self.fps:
+            cap.set(cv2.CAP_PROP_FPS, self.fps)
+        # The driver's own queue adds latency; the capture thread keeps only the newest frame anyway.
+        cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+        self._cap = cap
+        self.position = resume
+
+    def read(self) -> Frame | None:
+        ok, bgr, t0 = self._read_bgr()
+        if not ok or bgr is None:
+            raise SourceError(f"camera {self.device} returned no frame (disconnected?)")
+        return self._frame(bgr, t0)
+
+
+def is_url(spec: str) -> bool:
+    return bool(re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", spec))
+
+
+@SOURCES.register("video", "file", "stream", "url")
+class VideoSource(_OpenCVCapture):
+    """A video file (finite: every frame is processed) or a stream URL (live: stale frames dropped)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = str(path)
+        self.finite = not is_url(self.path)
+        self.live = not self.finite
+        self.name = f"video:{self.path}"
+        self.position = 0
+        self._cap = None
+
+    def open(self, resume: int = 0) -> None:
+        import cv2
+
+        if self.finite and not Path(self.path).is_file():
+            raise DataError(f"video file not found: {self.path}")
+        cap = cv2.VideoCapture(self.path)
+        if not cap.isOpened():
+            cap.release()
+            if self.finite:
+                raise DataError(f"{self.path}: OpenCV cannot decode this video (codec or container unsupported); "
+                                "re-encode it, e.g. ffmpeg -i IN -c:v mjpeg OUT.avi")
+            raise SourceError(f"stream {self.path} could not be opened")
+        if resume and self.finite:
+            cap.set(cv2.CAP_PROP_POS_FRAMES, resume)
+        self._cap = cap
+        self.position = resume if self.finite else 0
+
+    def read(self) -> Frame | None:
+        ok, bgr, t0 = self._read_bgr()
+        if not ok or bgr is None:
+            if self.finite:
+                return None
+            raise SourceError(f"stream {self.path} stopped delivering frames")
+        return self._frame(bgr, t0)
+
+
+@SOURCES.register("images", "image_folder", "folder")
+class ImageFolderSource:
+    """Every image in a folder, sorted by name; each frame names its file. Unreadable files are skipped."""
+
+    finite = True
+    live = False
+
+    def __init__(self, path: str | os.PathLike, on_skip: Callable[[str, str], None] | None = None):
+        self.path = Path(path)
+        self.name = f"images:{self.path}"
+        self.position = 0
+        self.files: list[Path] = []
+        self.on_skip = on_skip
+        self.skipped: list[tuple[str, str]] = []
+
+    def open(self, resume: int = 0) -> None:
+        if not self.path.is_dir():
+            raise DataError(f"image folder not found: {self.path}")
+        self.files = sorted(p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not self.files:
+            raise DataError(f"{self.path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        self.position = resume
+
+    def read(self) -> Frame | None:
+        import cv2
+
+        while self.position < len(self.files):
+            p = self.files[self.position]
+            self.position += 1
+            t0 = time.perf_counter()
+            bgr = cv2.imread(str(p), cv2.IMREAD_COLOR)
+            if bgr is None:
+                reason = "not a readable image"
+                self.skipped.append((p.name, reason))
+                if self.on_skip:
+                    self.on_skip(p.name, reason)
+                continue
+            rgb = bgr_to_rgb(bgr)
+            return Frame(index=-1, image=rgb, timestamp=time.time(), file=p.name, position=self.position - 1,
+                         capture_ms=(time.perf_counter() - t0) * 1000)
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+def video_devices() -> list[str]:
+    return sorted(str(p) for p in Path("/dev").glob("video*"))
+
+
+def guess_source_type(spec: str) -> str:
+    """The source type a `--source` string names: picamera2, camera (index or /dev/videoN), images, video."""
+    s = spec.strip()
+    if s.lower() in ("picamera2", "picam", "libcamera"):
+        return "picamera2"
+    if s.isdigit() or s.startswith("/dev/video"):
+        return "camera"
+    if is_url(s):
+        return "video"
+    p = Path(s)
+    if p.is_dir():
+        return "images"
+    if p.is_file():
+        return "video"
+    raise ConfigError(
+        f"--source {spec!r} is neither a camera (picamera2, 0, /dev/video0), an existing video file or "
+        "image folder, nor a URL (rtsp://..., http://...)"
+    )
