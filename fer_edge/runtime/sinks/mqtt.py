@@ -186,7 +186,12 @@ class MqttSink:
             self._cv.notify_all()
 
     def _on_connect_fail(self, client, userdata) -> None:
-        self._note_down("cannot connect")
+        # paho does not pass the exception; name the likely causes instead.
+        if self.config.tls is not None:
+            self._note_down("cannot connect (broker down, or the TLS handshake failed: check tls.ca_file "
+                            "and that the broker certificate names this host)")
+        else:
+            self._note_down("cannot connect (broker down or port closed)")
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         with self._cv:
