@@ -56,8 +56,8 @@ def render_report(report: "AuditReport", console: Any = None) -> None:
     console.print(t)
 
     t = Table(title="Duplicates", title_justify="left")
-    for col in ("kind", "groups", "images", "redundant", "conflicting labels", "crossing splits"):
-        t.add_column(col, justify="right" if col != "kind" else "left")
+    for col in ("duplicates", "groups", "images", "redundant", "label conflicts", "cross splits"):
+        t.add_column(col, justify="right" if col != "duplicates" else "left")
     for d in (report.exact, report.near):
         t.add_row(_dup_name(d), f"{d.groups:,}", f"{d.images:,}", f"{d.redundant:,}", f"{len(d.conflicting):,}",
                   f"{len(d.crossing):,}")
@@ -72,4 +72,4 @@ def render_report(report: "AuditReport", console: Any = None) -> None:
 
 
 def _dup_name(d: "DuplicateStats") -> str:
-    return "byte-identical (sha1)" if d.method == "sha1" else f"near-identical ({d.method})"
+    return "byte-identical" if d.method == "sha1" else f"near ({d.method})"

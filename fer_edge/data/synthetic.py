@@ -162,7 +162,7 @@ def synthetic_faces(label: str, n: int, size: int = 48, seed: int = 0) -> np.nda
     """`n` faces of one class, uint8 (n, size, size)."""
     rng = np.random.default_rng([seed, CANONICAL.index(canonical_label(label))])
     face = EXPRESSIONS[canonical_label(label)]
-    return np.stack([draw_face(_blend(face, rng.uniform(0.45, 1.15)), rng, size) for _ in range(n)])
+    return np.stack([draw_face(_blend(face, rng.uniform(0.55, 1.15)), rng, size) for _ in range(n)])
 
 
 def _split_of(n: int, rng: np.random.Generator) -> list[str]:
