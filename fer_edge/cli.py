@@ -51,7 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         app(args=argv, standalone_mode=False)
     except FerEdgeError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        from rich.markup import escape
+
+        # Messages quote user input and syntax such as "[/PREFIX]": never read them as markup.
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         return exc.exit_code
     except typer.Exit as exc:
         return exc.exit_code
