@@ -141,3 +141,14 @@ def test_ckplus_subjects_and_subject_split(shared):
     assert ds.labels == ["angry", "disgust", "fear", "happy", "sad", "surprise", "contempt"]
     sp = make_splits(ds, val_fraction=0.2, seed=0)
     assert not {s.subject for s in sp["train"]} & {s.subject for s in sp["val"]}
+
+
+def test_audit_progress_and_sharpness_at_model_size():
+    ds = synthetic_set(n_per_class=40, size=48, seed=4)          # 280 samples: several chunks
+    seen: list[int] = []
+    native = run_audit(ds, progress=seen.append, workers=2)
+    assert sum(seen) == 280 and len(seen) > 1
+    small = run_audit(ds, spec_size=24, workers=1)
+    # halving the size packs the same edges into fewer pixels: the Laplacian variance rises
+    assert small.splits["train"].sharpness.median > 1.2 * native.splits["train"].sharpness.median
+    assert small.splits["train"].class_counts == native.splits["train"].class_counts

@@ -412,3 +412,15 @@ def test_synthetic_tree_with_splits_and_contempt(tmp_path):
     assert len(ds.samples) == 30
     with pytest.raises(DataError, match="yawn"):
         synthetic_set(labels=["happy", "yawn"])
+
+
+def test_truncated_jpeg_detected_despite_an_earlier_end_marker_in_exif():
+    ok, jpg = cv2.imencode(".jpg", face(5, 64))
+    data = jpg.tobytes()
+    # an APP1 segment whose payload holds FFD9, as an EXIF thumbnail does, placed before the scan
+    payload = b"Exif\x00\x00" + b"\xff\xd8thumb\xff\xd9"
+    app1 = b"\xff\xe1" + (len(payload) + 2).to_bytes(2, "big") + payload
+    whole = data[:2] + app1 + data[2:]
+    assert decode_image(whole).shape == (64, 64)
+    with pytest.raises(BadImageError, match="truncated JPEG"):
+        decode_image(whole[: len(whole) * 2 // 3])

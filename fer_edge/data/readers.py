@@ -236,6 +236,18 @@ FER2013_COLUMNS = ("emotion", "pixels", "usage")
 FER2013_SIDE = 48
 
 
+def _parse_pixels(text: str) -> np.ndarray | None:
+    """Space-separated ints -> array, or None at the first token that is not an integer.
+    (np.fromstring parses in C, 10x faster than split(); it only warns and stops at a bad token,
+    so the warning is turned into the failure.)"""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        try:
+            return np.fromstring(text, dtype=np.int32, sep=" ")
+        except (ValueError, DeprecationWarning):
+            return None
+
+
 @READERS.register("fer2013_csv", "fer2013", "csv")
 def read_fer2013_csv(path: Path, scan: _Scan | None = None) -> tuple[list[Sample], list[Skipped]]:
     """The original fer2013.csv: emotion (0..6), pixels (2304 space-separated ints), Usage.
@@ -274,15 +286,13 @@ def read_fer2013_csv(path: Path, scan: _Scan | None = None) -> tuple[list[Sample
             if not 0 <= code < len(FER2013_CODES):
                 skipped.append(Skipped(key, f"emotion code {code} outside 0..{len(FER2013_CODES) - 1}"))
                 continue
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # fromstring warns (and stops) at a bad token
-                try:
-                    pix = np.fromstring(row[i_pix], dtype=np.int32, sep=" ")
-                except ValueError:
-                    pix = np.zeros(0, np.int32)
-            if pix.size != n_pix or len(row[i_pix].split()) != n_pix:
-                skipped.append(Skipped(key, f"{len(row[i_pix].split())} pixel values, expected {n_pix} "
-                                            f"(48x48), or a value that is not an integer"))
+            pix = _parse_pixels(row[i_pix])
+            if pix is None or pix.size != n_pix:
+                tokens = row[i_pix].split()
+                bad = next((t for t in tokens if not t.lstrip("-").isdigit()), None)
+                reason = (f"pixel value {bad!r} is not an integer" if bad is not None
+                          else f"{len(tokens)} pixel values, expected {n_pix} (48x48)")
+                skipped.append(Skipped(key, reason))
                 continue
             if pix.min() < 0 or pix.max() > 255:
                 skipped.append(Skipped(key, f"pixel values outside 0..255 ({pix.min()}..{pix.max()})"))
