@@ -1,9 +1,90 @@
-"""CLI commands of this side (filled in by its owner)."""
+"""`fer-edge bench` and `fer-edge explain`. Heavy imports stay inside the commands."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import List, Optional
+
 import typer
+
+from fer_edge.errors import ConfigError, ModelError
+
+
+def parse_threads(text: str) -> list[int]:
+    try:
+        out = [int(p) for p in text.replace(" ", "").split(",") if p]
+    except ValueError:
+        raise ConfigError(f"--threads takes comma-separated integers such as 1,2,4; got '{text}'") from None
+    if not out:
+        raise ConfigError("--threads is empty; give e.g. 1,2,4")
+    return out
 
 
 def register(app: typer.Typer) -> None:
     """Add this side's commands to the main app."""
+
+    @app.command("bench")
+    def bench(
+        models: List[Path] = typer.Argument(..., help="convert output folder(s), .tflite file(s), the float .keras"),
+        data: str = typer.Option(..., "--data", help="labelled data: class-per-folder tree (optionally under "
+                                 "split folders) or fer2013.csv; 'synthetic' for the built-in demo set"),
+        split: Optional[str] = typer.Option(None, "--split", help="split to score (default: public_test, "
+                                            "else test, else val; the whole set if it has no splits)"),
+        threads: str = typer.Option("1", "--threads", help="thread counts to time, e.g. 1,2,4 "
+                                    "(counts above the usable cores are skipped)"),
+        runs: int = typer.Option(200, "--runs", min=1, help="timed batch-1 runs per variant and thread count"),
+        warmup: int = typer.Option(10, "--warmup", min=0, help="untimed runs first"),
+        max_seconds: float = typer.Option(2.0, "--max-seconds", min=0.0,
+                                          help="stop timing a variant after this long (at least 20 runs)"),
+        out: Path = typer.Option(Path("bench_results"), "--out", help="folder for bench.json/.csv/.md and plots"),
+        limit: Optional[int] = typer.Option(None, "--limit", min=1, help="score a random N images of the split"),
+        max_drop: Optional[float] = typer.Option(None, "--max-drop", min=0.0,
+                                                 help="fail if accuracy falls more than PP points vs the float model"),
+        max_class_drop: Optional[float] = typer.Option(None, "--max-class-drop", min=0.0,
+                                                       help="fail if any class's recall falls more than PP points"),
+        data_kind: str = typer.Option("auto", "--data-kind", help="auto, folder, fer2013_csv, ckplus, jaffe"),
+        plots: bool = typer.Option(True, "--plots/--no-plots", help="write PNG plots (needs matplotlib)"),
+        isolate: bool = typer.Option(True, "--isolate/--in-process",
+                                     help="time each variant in a fresh process (clean memory peaks)"),
+        speed: bool = typer.Option(True, "--speed/--no-speed", help="--no-speed: accuracy and gate only"),
+    ) -> None:
+        """Accuracy, per-class recall, speed, size and memory of each model variant, side by side."""
+        from rich.console import Console
+
+        from fer_edge.bench.core import run_bench
+
+        console = Console()
+        source = None if data.lower() in ("synthetic", "demo") else data
+        result = run_bench(models, source, split=split, threads=parse_threads(threads), runs=runs, warmup=warmup,
+                           max_seconds=max_seconds, limit=limit, max_drop=max_drop, max_class_drop=max_class_drop,
+                           out=out, console=console, data_kind=data_kind, isolate=isolate, plots=plots,
+                           speed=speed)
+        if not any(v.ok for v in result.variants):
+            raise ModelError("no variant could be benchmarked: "
+                             + "; ".join(f"{v.name}: {v.error}" for v in result.variants))
+        result.raise_for_gate()
+
+    @app.command("explain")
+    def explain(
+        models: List[Path] = typer.Argument(..., help="convert output folder, the float .keras and/or .tflite files"),
+        data: str = typer.Option(..., "--data", help="labelled data (as for bench); 'synthetic' for the demo set"),
+        split: Optional[str] = typer.Option(None, "--split", help="split to draw images from (default as bench)"),
+        n: int = typer.Option(8, "--n", min=1, help="how many images to explain"),
+        disagree: bool = typer.Option(False, "--disagree",
+                                      help="pick images where the float and quantized predictions disagree"),
+        out: Path = typer.Option(Path("explain_results"), "--out", help="folder for the PNG grids"),
+        patch: Optional[int] = typer.Option(None, "--patch", min=1,
+                                            help="occlusion patch side in pixels (default: input/6)"),
+        data_kind: str = typer.Option("auto", "--data-kind", help="auto, folder, fer2013_csv, ckplus, jaffe"),
+        scan: int = typer.Option(2000, "--scan", min=1,
+                                 help="with --disagree: how many images to search for disagreements"),
+    ) -> None:
+        """Saliency (gradient, Grad-CAM) of the float model and occlusion maps of every model, int8 included."""
+        from rich.console import Console
+
+        from fer_edge.bench.explain import run_explain
+
+        console = Console()
+        source = None if data.lower() in ("synthetic", "demo") else data
+        run_explain(models, source, split=split, n=n, disagree=disagree, out=out, patch=patch, console=console,
+                    data_kind=data_kind, scan=scan)

@@ -1,0 +1,260 @@
+"""`run_bench`: score every variant on the same images, time each in a fresh process, judge, report.
+
+Used by `fer-edge bench`, by `fer-edge convert` (its gate) and by benchmarks/bench_suite.py.
+TensorFlow is imported only when a .keras model is among the variants.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from fer_edge.bench.backends import open_runner
+from fer_edge.bench.dataset import BenchData, bench_data, label_targets
+from fer_edge.bench.models import ModelRef, resolve_models
+from fer_edge.bench.result import BenchResult, Speed, VariantResult
+from fer_edge.bench.verdict import apply_gate, flag_slower_than_fp32, recommend
+from fer_edge.errors import ConfigError, FerEdgeError
+from fer_edge.interpreter import default_threads
+from fer_edge.metrics import score
+
+
+def plan_threads(threads: Iterable[int], cores: int | None = None) -> tuple[list[int], list[str]]:
+    """Thread counts to measure, never more than the cores this process may use (XNNPACK graphs split
+    with builtin kernels slow down 10-20x when oversubscribed). -> (counts, warnings)."""
+    cores = cores or default_threads()
+    asked = sorted(dict.fromkeys(int(t) for t in threads))
+    if not asked or any(t < 1 for t in asked):
+        raise ConfigError(f"thread counts must be >= 1, got {asked}; e.g. --threads 1,2,4")
+    keep = [t for t in asked if t <= cores]
+    warnings = []
+    dropped = [t for t in asked if t > cores]
+    if dropped:
+        warnings.append(f"skipped {', '.join(map(str, dropped))} thread(s): only {cores} core(s) are free "
+                        "to this process, and oversubscribed interpreters give meaningless figures")
+    if not keep:
+        keep = [cores]
+        warnings.append(f"measuring at {cores} thread(s) instead")
+    return keep, warnings
+
+
+def machine_info() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        fields: dict[str, str] = {}
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, val = line.partition(":")
+            fields.setdefault(key.strip().lower(), val.strip())
+        # x86: "model name"; Raspberry Pi: "Model" (the board) beats "Hardware" (the SoC)
+        cpu = fields.get("model name") or (fields.get("model") if not fields.get("model", "").isdigit() else None) \
+            or fields.get("hardware") or cpu
+    except OSError:
+        pass
+    info = {"cpu": cpu, "machine": platform.machine(), "system": f"{platform.system()} {platform.release()}",
+            "python": platform.python_version(), "cores_usable": default_threads(), "cores_total": os.cpu_count()}
+    try:
+        from fer_edge.interpreter import find_runtime
+
+        rt = find_runtime()
+        info["tflite_runtime"] = f"{rt.name} {rt.version}"
+    except FerEdgeError as exc:
+        info["tflite_runtime"] = f"none ({exc})"
+    try:
+        info["load_average_start"] = [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        pass
+    return info
+
+
+def _pick_reference(refs: list[ModelRef], rows: dict[str, VariantResult]) -> dict[str, str | None]:
+    """Per group: the Keras float model if it ran, else the fp32 TFLite (which then stands in)."""
+    out: dict[str, str | None] = {}
+    for group in dict.fromkeys(r.group for r in refs):
+        members = [rows[r.name] for r in refs if r.group == group]
+        pick = next((m for m in members if m.variant == "float" and m.ok), None)
+        pick = pick or next((m for m in members if m.variant == "fp32" and m.kind == "tflite" and m.ok), None)
+        out[group] = pick.name if pick else None
+    return out
+
+
+def _aligned(ref_probs: np.ndarray, ref_labels: list[str], labels: list[str]) -> np.ndarray | None:
+    if ref_labels == labels:
+        return ref_probs
+    if sorted(ref_labels) == sorted(labels):
+        return ref_probs[:, [ref_labels.index(l) for l in labels]]
+    return None
+
+
+def _say(console, msg: str) -> None:
+    if console is not None:
+        console.print(msg, highlight=False)
+
+
+def _measure_speed(ref: ModelRef, row: VariantResult, image: np.ndarray, threads: list[int], runs: int,
+                   warmup: int, max_seconds: float, isolate: bool, console) -> None:
+    from fer_edge.bench.probe import run_probe
+
+    for t in threads:
+        _say(console, f"  [dim]timing {row.name} at {t} thread(s)[/]")
+        if isolate:
+            res = run_probe(ref.kind, ref.path, ref.metadata.to_json(), t, image, warmup, runs, max_seconds)
+            row.speed[t] = Speed.from_probe(t, res)
+            continue
+        # In-process: quicker (no interpreter restart), but memory peaks mix; reported as not isolated.
+        from fer_edge.bench.timing import measure
+
+        try:
+            t0 = time.perf_counter()
+            runner = open_runner(ref.kind, ref.path, ref.metadata, t)
+            runner.predict_one(image)
+            cold = time.perf_counter() - t0
+            lat = measure(lambda: runner.predict_one(image), warmup, runs, max_seconds)
+            kernels = None
+            if ref.kind == "tflite":
+                from fer_edge.bench.kernels import analyse_tflite
+
+                kernels = analyse_tflite(str(ref.path), t).as_dict()
+            row.speed[t] = Speed.from_probe(t, {"latency": lat.as_dict(), "cold_start_ms": cold * 1000,
+                                                "load_ms": runner.load_seconds * 1000, "engine": runner.engine,
+                                                "kernels": kernels}, isolated=False)
+        except Exception as exc:  # rule 7: a variant that fails is a row with its error
+            row.speed[t] = Speed(threads=t, error=f"{type(exc).__name__}: {exc}", isolated=False)
+
+
+def run_bench(
+    models: Sequence[str | os.PathLike],
+    data,
+    split: str | None = None,
+    threads: Iterable[int] = (1,),
+    runs: int = 200,
+    warmup: int = 10,
+    max_seconds: float = 2.0,
+    limit: int | None = None,
+    max_drop: float | None = None,
+    max_class_drop: float | None = None,
+    out: str | os.PathLike | None = None,
+    console=None,
+    data_kind: str = "auto",
+    isolate: bool = True,
+    plots: bool = True,
+    speed: bool = True,
+) -> BenchResult:
+    """Benchmark model variants on one labelled split.
+
+    models: convert output folders, .tflite files, the float .keras. data: a folder / fer2013.csv path,
+    an opened LabelledSet, or None for the synthetic demo set. threads: counts to time (clipped to the
+    usable cores). runs/warmup/max_seconds: batch-1 timing budget per variant and thread count.
+    max_drop/max_class_drop: gate limits in percentage points (see BenchResult.raise_for_gate).
+    out: folder for bench.json/.csv/.md and the plots. isolate: time each variant in a fresh process.
+    speed: False scores accuracy only (what a gate needs, in a fraction of the time).
+    """
+    t_start = time.perf_counter()
+    thread_plan, warnings = plan_threads(threads)
+    refs = resolve_models(models)
+    if not refs:
+        raise ConfigError("no models given; name convert output folders, .tflite files or a .keras model")
+    bd: BenchData = bench_data(data, split, limit, data_kind)
+    _say(console, f"[bold]data[/] {bd.source}: {bd.split_note}, {len(bd.samples)} images")
+
+    rows: dict[str, VariantResult] = {}
+    for ref in refs:
+        row = VariantResult(name=ref.name, group=ref.group, variant=ref.variant, kind=ref.kind, path=str(ref.path),
+                            size_bytes=ref.size_bytes, labels=list(ref.metadata.labels) if ref.metadata else [],
+                            error=ref.error)
+        if ref.note:
+            row.notes.append(ref.note)
+        rows[ref.name] = row
+    specs = [r.metadata.preprocess for r in refs if r.metadata is not None]
+    if specs:
+        bd.load(specs, progress=lambda m: _say(console, f"[dim]{m}[/]"))
+    if bd.skipped:
+        warnings.append(f"{len(bd.skipped)} image(s) left out (unreadable or not loadable); see bench.json")
+
+    # Accuracy: every variant on the same images, at the largest measured thread count.
+    probs: dict[str, np.ndarray] = {}
+    targets: dict[str, np.ndarray] = {}
+    for ref in refs:
+        row = rows[ref.name]
+        if row.error:
+            continue
+        _say(console, f"scoring [bold]{ref.name}[/] ({ref.path.name}) on {bd.n} images")
+        try:
+            targets[ref.name] = label_targets(bd.y, bd.labels, ref.metadata.labels, ref.path.name)
+            runner = open_runner(ref.kind, ref.path, ref.metadata, max(thread_plan))
+            probs[ref.name] = runner.predict(bd.arrays(ref.metadata.preprocess))
+            del runner
+            row.scores = score(targets[ref.name], probs[ref.name], ref.metadata.labels)
+        except FerEdgeError as exc:
+            row.error = str(exc)
+        except Exception as exc:  # rule 7: a broken variant is a row with its error, the run goes on
+            row.error = f"{type(exc).__name__}: {exc}"
+
+    reference = _pick_reference(refs, rows)
+    for ref in refs:
+        row = rows[ref.name]
+        ref_name = reference.get(ref.group)
+        if ref_name is None or not row.ok:
+            continue
+        if ref_name == ref.name:
+            row.is_reference = True
+            if row.variant != "float":
+                row.notes.append("stands in as the float reference (no runnable .keras model in its folder)")
+            continue
+        ref_row = rows[ref_name]
+        aligned = _aligned(probs[ref_name], ref_row.labels, row.labels)
+        row.reference = ref_name
+        if aligned is None:
+            row.notes.append(f"labels differ from {ref_name}: no agreement figures")
+            continue
+        row.scores = score(targets[ref.name], probs[ref.name], row.labels, ref_probs=aligned)
+
+    # Speed: batch 1, per thread count, in a fresh process each (peak memory, thread pools apart).
+    for ref in refs:
+        row = rows[ref.name]
+        if not speed or row.error or ref.metadata is None:
+            continue
+        x = bd.arrays(ref.metadata.preprocess)
+        _measure_speed(ref, row, x[0], thread_plan, runs, warmup, max_seconds, isolate, console)
+
+    ordered = [rows[r.name] for r in refs]
+    apply_gate(ordered, max_drop, max_class_drop)
+    flag_slower_than_fp32(ordered, thread_plan)
+    machine = machine_info()
+    try:
+        machine["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
+        if machine["load_average_end"][0] > machine["cores_usable"] * 0.75:
+            warnings.append(f"the machine was busy (load average {machine['load_average_end'][0]} on "
+                            f"{machine['cores_usable']} cores): latencies may be inflated")
+    except OSError:
+        pass
+    from fer_edge.data.load import class_counts
+
+    result = BenchResult(
+        variants=ordered,
+        data={"source": bd.source, "kind": bd.kind, "split": bd.split, "split_note": bd.split_note, "n": bd.n,
+              "labels": bd.labels, "class_counts": dict(zip(bd.labels, np.bincount(bd.y, minlength=len(bd.labels))
+                                                             .tolist())) if bd.n else
+              class_counts(bd.samples, bd.labels),
+              "skipped": [{"key": s.key, "reason": s.reason} for s in bd.skipped]},
+        threads=thread_plan, machine=machine,
+        settings={"speed": speed, "runs": runs, "warmup": warmup, "max_seconds": max_seconds, "limit": limit, "isolated": isolate,
+                  "max_drop": max_drop, "max_class_drop": max_class_drop,
+                  "reference": {g: n for g, n in reference.items()},
+                  "seconds": round(time.perf_counter() - t_start, 2)},
+        recommendation=recommend(ordered, thread_plan, max_drop, max_class_drop),
+        warnings=warnings,
+    )
+    if out is not None:
+        from fer_edge.bench.report import write_outputs
+
+        result.files = [str(p) for p in write_outputs(result, Path(out), plots=plots)]
+    if console is not None:
+        from fer_edge.bench.report import print_table
+
+        print_table(result, console)
+    return result
