@@ -357,6 +357,8 @@ def test_status_page_renders_live_data_in_headless_chromium(tmp_path):
         assert re.search(r"<td>detect</td>", html)
         assert 'src="/preview.mjpg"' in html
         assert "neutral → surprise" in html
+        row = re.search(r'<span class="dot ok"></span>http</td><td class="num">(\d+)</td>', html)
+        assert row and int(row.group(1)) > 5, "the outputs card did not list the http sink"
 
         png = tmp_path / "status.png"
         shot = _chromium(tmp_path, sink.url + "/", f"--screenshot={png}")

@@ -315,3 +315,21 @@ def test_unreachable_broker_never_blocks_and_reports_degraded():
         t0 = time.perf_counter()
         sink.close()
         assert time.perf_counter() - t0 < 2.5
+
+
+def test_a_track_gone_without_track_lost_is_cleared_after_the_ttl(broker, monkeypatch):
+    import fer_edge.runtime.sinks.mqtt as mqtt_mod
+
+    monkeypatch.setattr(mqtt_mod, "_TRACK_TTL_S", 0.2)
+    sink = MqttSink(cfg(broker.port), Metrics())
+    sub = Collector(broker.port, "test/fer/faces/#")
+    try:
+        sink.publish(result(0, [face(4, "happy"), face(5, "sad")]))
+        assert sub.wait_for(lambda: len(sub.on("test/fer/faces/4/state")) == 1)
+        time.sleep(0.3)
+        sink.publish(result(1, [face(5, "sad")]))  # track 4 vanished, no event said so
+        assert sub.wait_for(lambda: sub.on("test/fer/faces/4/state")[-1:] == [b""])
+        assert set(sink._tracks) == {5}
+    finally:
+        sink.close()
+        sub.close()

@@ -8,6 +8,7 @@ tried again. ``close`` drains every queue within a deadline and reports what it 
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 import time
@@ -54,6 +55,7 @@ class _Worker:
         self._q: deque = deque()
         self._cv = threading.Condition()
         self._closing = False
+        self.deadline: float | None = None
         self.published = 0
         self.dropped = 0
         self.errors = 0
@@ -108,12 +110,24 @@ class _Worker:
                     self._failing = False
                     self.metrics.set_health("ok", component=f"sink:{self.name}")
         try:
-            self.sink.close()
+            if self._close_takes_timeout():
+                # what is left of SinkSet.close's deadline, so MQTT does not wait past it
+                left = None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
+                self.sink.close(timeout=left)
+            else:
+                self.sink.close()
         except Exception as exc:  # noqa: BLE001
             log.warning("sink '%s' failed to close: %s", self.name, exc)
         self.metrics.clear_health(f"sink:{self.name}")
 
-    def stop(self) -> None:
+    def _close_takes_timeout(self) -> bool:
+        try:
+            return "timeout" in inspect.signature(self.sink.close).parameters
+        except (TypeError, ValueError):
+            return False
+
+    def stop(self, deadline: float | None = None) -> None:
+        self.deadline = deadline
         with self._cv:
             self._closing = True
             self._cv.notify()
@@ -190,7 +204,7 @@ class SinkSet:
                 return dict(self._closed)
             deadline = time.monotonic() + timeout
             for w in self._workers:
-                w.stop()
+                w.stop(deadline)
             for w in self._workers:
                 w.thread.join(max(0.0, deadline - time.monotonic()))
             unflushed = {}

@@ -20,7 +20,16 @@ from pathlib import Path
 from typing import Annotated, Literal, Union
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from fer_edge.errors import ConfigError
 
@@ -93,6 +102,13 @@ class MqttSinkConfig(_SinkBase):
     reconnect_max_s: float = Field(30.0, gt=0)
     # How long close() waits for the buffer to drain and the broker to acknowledge.
     flush_timeout_s: float = Field(1.5, ge=0)
+
+    @model_validator(mode="after")
+    def _tls_port(self) -> "MqttSinkConfig":
+        # TLS with no port given means the TLS port, as mqtts:// does.
+        if self.tls is not None and "port" not in self.model_fields_set:
+            self.port = 8883
+        return self
 
     @field_validator("prefix", "discovery_prefix")
     @classmethod

@@ -47,6 +47,8 @@ _CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'
         "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 _LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
 _BOUNDARY = "fer-edge-frame"
+# Each stream holds a thread; a board has few cores to spare.
+_MAX_VIEWERS = 8
 
 
 def _is_loopback(host: str) -> bool:
@@ -199,6 +201,9 @@ class _Handler(BaseHTTPRequestHandler):
         if self._preview_off():
             return
         sink = self.server.sink
+        if sink.viewers >= _MAX_VIEWERS:
+            self._json(503, {"error": f"{_MAX_VIEWERS} preview streams are open already; close one"})
+            return
         self.close_connection = True
         self.send_response(200)
         self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={_BOUNDARY}")
@@ -329,6 +334,10 @@ class HttpSink:
                 self._jpeg = render_jpeg(frame, result, c.preview_quality, c.preview_width)
                 self._jpeg_seq = seq
             return self._jpeg, self._jpeg_seq
+
+    @property
+    def viewers(self) -> int:
+        return self._viewers
 
     def viewer(self):
         sink = self

@@ -13,7 +13,8 @@ Topic layout (``<prefix>`` defaults to ``fer-edge``):
   <prefix>/faces/<track_id>/state  retained per-track state: {"track_id", "expression",
                                    "confidence", "probabilities", "box", "score", "frame_index",
                                    "timestamp"}. An empty retained message clears it when the
-                                   track is lost (and for every live track at shutdown).
+                                   track is lost (and for every live track at shutdown, or
+                                   when a track has been absent for 30 s without a track_lost).
   <discovery_prefix>/sensor/<node_id>/{expression,confidence,faces}/config
                                    retained Home Assistant MQTT discovery configs (sensors read
                                    <prefix>/summary, availability from <prefix>/status).
@@ -52,6 +53,8 @@ log = logging.getLogger("fer_edge.sinks.mqtt")
 _MAX_OUTSTANDING = 200
 # After a reconnect, how long to wait for paho to resend what it held before sending new results.
 _RESYNC_TIMEOUT_S = 5.0
+# Per-track state not refreshed for this long while its track is absent is cleared.
+_TRACK_TTL_S = 30.0
 
 _NODE_RE = re.compile(r"[^a-zA-Z0-9_-]")
 
@@ -238,8 +241,9 @@ class MqttSink:
         }
         out = []
         for obj, spec in sensors.items():
-            cfg = {**common, **spec, "unique_id": f"{self.node_id}_{obj}",
-                   "object_id": f"{self.node_id}_{obj}"}
+            # No object_id/default_entity_id: HA renamed that key in 2025.10; the entity id it
+            # derives from the device and entity names is stable and readable on every version.
+            cfg = {**common, **spec, "unique_id": f"{self.node_id}_{obj}"}
             out.append((f"{self.config.discovery_prefix}/sensor/{self.node_id}/{obj}/config", dumps(cfg)))
         return out
 
@@ -270,6 +274,12 @@ class MqttSink:
                 payload = dumps(state)
                 self._tracks[tid] = (payload, f.get("expression"), now)
                 msgs.append((self._track_topic(tid), payload, c.qos, True))
+        # A track that vanished without a track_lost event (a tracker that forgot to say so)
+        # must not leave its retained state, or this dict, growing for months.
+        seen = {f.get("track_id") for f in faces}
+        for tid, (_, _, t) in list(self._tracks.items()):
+            if tid not in seen and now - t > _TRACK_TTL_S:
+                lost.add(tid)
         for tid in lost:
             if self._tracks.pop(tid, None) is not None:
                 msgs.append((self._track_topic(tid), "", c.qos, True))
@@ -367,7 +377,7 @@ class MqttSink:
         """Drain the buffer (while connected), clear the per-track state, say "offline", disconnect.
 
         Bounded by ``flush_timeout_s``; what is still buffered then is counted as unflushed."""
-        timeout = self.config.flush_timeout_s if timeout is None else timeout
+        timeout = self.config.flush_timeout_s if timeout is None else min(timeout, self.config.flush_timeout_s)
         deadline = time.monotonic() + timeout
         with self._cv:
             if self._stopping:

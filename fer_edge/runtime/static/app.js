@@ -81,6 +81,39 @@ function renderStages(stages) {
   $("stages").replaceChildren(body);
 }
 
+function bySink(counters, name) {
+  // labelled counters arrive as {"reason=queue,sink=mqtt": 3, "sink=jsonl": 10}
+  const out = {};
+  const v = counters ? counters[name] : null;
+  if (!v || typeof v !== "object") return out;
+  for (const [labels, n] of Object.entries(v)) {
+    const m = /(?:^|,)sink=([^,]*)/.exec(labels);
+    if (m) out[m[1]] = (out[m[1]] || 0) + n;
+  }
+  return out;
+}
+
+function renderOutputs(m) {
+  const pub = bySink(m.counters, "sink_published");
+  const drop = bySink(m.counters, "sink_dropped");
+  const err = bySink(m.counters, "sink_errors");
+  const comps = (m.health && m.health.components) || {};
+  const names = [...new Set([...Object.keys(pub), ...Object.keys(drop), ...Object.keys(err)])].sort();
+  const body = el("tbody");
+  if (!names.length) body.append(el("tr", {}, el("td", { class: "empty" }, "No outputs yet.")));
+  for (const n of names) {
+    const states = Object.entries(comps).filter(([c]) => c === `sink:${n}` || c.startsWith(`sink:${n}:`));
+    const bad = states.find(([, s]) => s.state !== "ok");
+    const state = bad ? bad[1].state : "ok";
+    body.append(el("tr", { title: bad ? bad[1].reason : "" },
+      el("td", {}, el("span", { class: `dot ${state}` }), n),
+      el("td", { class: "num" }, pub[n] || 0),
+      el("td", { class: "num" }, drop[n] || 0),
+      el("td", { class: "num" }, err[n] || 0)));
+  }
+  $("outputs").replaceChildren(body);
+}
+
 function renderMetrics(m) {
   const h = m.health || {};
   const badge = $("health");
@@ -94,6 +127,7 @@ function renderMetrics(m) {
   $("errors").textContent = counter(m.counters, "errors");
   $("uptime").textContent = uptime(m.uptime_s);
   renderStages(m.stages);
+  renderOutputs(m);
 }
 
 function renderEvents(events) {
