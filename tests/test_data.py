@@ -196,6 +196,8 @@ def test_no_images_and_single_class_errors(tmp_path):
     with pytest.raises(DataError) as err:
         open_dataset(single)
     assert "single class 'happy' (3 images)" in str(err.value) and "DATA/sad/" in str(err.value)
+    # with the label set given (a model's labels, for scoring) one class present is fine
+    assert open_dataset(single, labels=["happy", "sad"]).labels == ["happy", "sad"]
 
     with pytest.raises(DataError, match="does not exist"):
         open_dataset(tmp_path / "nope")

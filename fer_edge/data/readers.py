@@ -367,7 +367,8 @@ def open_dataset(path: str | Path | None, kind: str = "auto", labels: list[str] 
     path None -> the built-in synthetic demo set. kind "auto" detects fer2013.csv, CK+ and JAFFE
     names, and otherwise reads a class-per-folder tree (optionally under split folders).
     `labels` forces the label set and order (e.g. a model's labels); a class in the data that is
-    not among them is an error.
+    not among them is an error. Without `labels` a set needs two classes or more; with them one
+    class present is accepted (scoring a model on, say, a folder of happy faces).
     """
     if path is None or kind.lower() in ("synthetic", "demo"):
         from fer_edge.data.synthetic import synthetic_set
