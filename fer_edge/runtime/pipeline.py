@@ -34,7 +34,10 @@ class Pipeline:
         self._since_detect = 0
 
     def _needs_detection(self) -> bool:
-        return self._since_detect % self.detect_every == 0 or not self.tracker.live()
+        live = self.tracker.live()
+        # A track seen once has no velocity yet: detect again before coasting on it.
+        return (self._since_detect % self.detect_every == 0 or not live
+                or any(t.hits < 2 for t in live))
 
     def process(self, frame: Frame) -> FrameResult:
         image = frame.image
