@@ -227,10 +227,18 @@ def test_username_password_and_a_clear_error_for_a_wrong_one(tmp_path):
     b = Broker(tmp_path / "auth", users={"cam": "s3cret"}).start()
     try:
         sub = Collector(b.port, "auth/#", username="cam", password="s3cret")
-        good = MqttSink(cfg(b.port, prefix="auth/ok", username="cam", password="s3cret"), Metrics())
+        secret = tmp_path / "mqtt.pass"
+        secret.write_text("s3cret\n")
+        good = MqttSink(cfg(b.port, prefix="auth/ok", username="cam", password_file=secret), Metrics())
         good.publish(result(0, [face(1, "happy")]))
         assert sub.wait_for(lambda: len(sub.on("auth/ok/frame")) == 1)
         good.close()
+
+        # the URL form authenticates as well
+        url = create_sinks([f"mqtt://cam:s3cret@127.0.0.1:{b.port}/auth/url?client_id=url"], Metrics())
+        url.publish(result(1))
+        assert sub.wait_for(lambda: len(sub.on("auth/url/frame")) == 1)
+        url.close()
 
         m = Metrics()
         bad = MqttSink(cfg(b.port, prefix="auth/bad", username="cam", password="wrong", client_id="bad"), m)

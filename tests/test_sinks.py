@@ -73,7 +73,7 @@ def test_bad_sink_urls_name_the_string_and_the_valid_forms(bad, why):
     assert "jsonl:PATH" in msg and "mqtt://[USER:PASS@]HOST[:PORT][/PREFIX]" in msg and "http://HOST:PORT" in msg
 
 
-def test_config_dicts_are_validated_and_unknown_keys_rejected():
+def test_config_dicts_are_validated_and_unknown_keys_rejected(tmp_path):
     assert isinstance(sink_config({"type": "http", "port": 0}), HttpSinkConfig)
     with pytest.raises(ConfigError, match="prot: unknown key"):
         sink_config({"type": "http", "prot": 80})
@@ -81,6 +81,11 @@ def test_config_dicts_are_validated_and_unknown_keys_rejected():
         sink_config({"type": "kafka"})
     with pytest.raises(ConfigError, match="ca_file"):
         sink_config({"type": "mqtt", "tls": {"ca_file": "/nonexistent/ca.pem"}})
+    pw = tmp_path / "pw"
+    pw.write_text("x")
+    with pytest.raises(ConfigError, match="password or password_file, not both"):
+        sink_config({"type": "mqtt", "password": "a", "password_file": str(pw)})
+    assert sink_config({"type": "mqtt", "tls": {}}).port == 8883  # TLS without a port: the TLS port
     with pytest.raises(UnknownNameError, match="Did you mean 'mqtt'"):
         SINKS.get("mqqt")
     assert SINKS.names() == ["http", "jsonl", "mqtt"]

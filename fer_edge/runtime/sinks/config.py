@@ -86,6 +86,9 @@ class MqttSinkConfig(_SinkBase):
     client_id: str | None = None                      # default: fer-edge-<hostname>
     username: str | None = None
     password: SecretStr | None = None                 # never printed in logs or reprs
+    # The password read from a file (mode 0600, or a systemd credential) instead of the config
+    # or the command line, where `ps` and backups would show it.
+    password_file: Path | None = None
     tls: MqttTlsConfig | None = None
     qos: int = Field(1, ge=0, le=2)
     keepalive: int = Field(30, ge=5, le=65535)
@@ -102,6 +105,19 @@ class MqttSinkConfig(_SinkBase):
     reconnect_max_s: float = Field(30.0, gt=0)
     # How long close() waits for the buffer to drain and the broker to acknowledge.
     flush_timeout_s: float = Field(1.5, ge=0)
+
+    @field_validator("password_file")
+    @classmethod
+    def _password_file_exists(cls, v: Path | None) -> Path | None:
+        if v is not None and not Path(v).expanduser().is_file():
+            raise ValueError(f"file {v} does not exist (a file holding the MQTT password)")
+        return Path(v).expanduser() if v is not None else None
+
+    @model_validator(mode="after")
+    def _one_password(self) -> "MqttSinkConfig":
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("give password or password_file, not both")
+        return self
 
     @model_validator(mode="after")
     def _tls_port(self) -> "MqttSinkConfig":

@@ -116,7 +116,7 @@ class MqttSink:
                              protocol=mqtt.MQTTv311, clean_session=True)
         client.will_set(self.status_topic, "offline", qos=1, retain=True)
         if c.username is not None:
-            client.username_pw_set(c.username, c.password.get_secret_value() if c.password else None)
+            client.username_pw_set(c.username, self._password())
         if c.tls is not None:
             try:
                 client.tls_set(
@@ -154,6 +154,16 @@ class MqttSink:
                                   f"resolve ({e.strerror}); fix the host in the sink "
                                   f"(mqtt://HOST:PORT/PREFIX)") from None
             log.warning("mqtt: cannot resolve %s yet (%s); will keep retrying", self.config.host, e)
+
+    def _password(self) -> str | None:
+        c = self.config
+        if c.password_file is not None:
+            try:
+                return c.password_file.read_text(encoding="utf-8").rstrip("\r\n")
+            except OSError as e:
+                raise ConfigError(f"mqtt sink '{self.name}': cannot read password_file {c.password_file}: "
+                                  f"{e.strerror}; make it readable by the daemon's user") from None
+        return c.password.get_secret_value() if c.password is not None else None
 
     # ---- paho callbacks (network thread) --------------------------------------------------
 
