@@ -310,3 +310,25 @@ def test_metrics_fps_quantiles_and_health():
     with pytest.raises(ValueError, match="sleepy"):
         m.set_health("sleepy")
     json.dumps(m.snapshot(), allow_nan=False)  # the snapshot is strict JSON
+
+
+def test_publish_can_wait_for_room_instead_of_dropping():
+    slow = Blocking(0.01)
+    sinks = SinkSet([slow], queue_max=2)
+    t0 = time.perf_counter()
+    for i in range(30):
+        sinks.publish(result(i), wait_s=1.0)
+    took = time.perf_counter() - t0
+    assert sinks.close(timeout=2.0) == {"blocking": 0}
+    assert slow.got == list(range(30)) and sinks.stats()["blocking"]["dropped"] == 0
+    assert took > 0.2  # it did wait for the slow sink
+    stuck = Blocking(5.0)
+    sinks = SinkSet([stuck], queue_max=1)
+    sinks.publish(result(0))
+    assert stuck.started.wait(2)
+    sinks.publish(result(1))
+    t0 = time.perf_counter()
+    sinks.publish(result(2), wait_s=0.2)  # the bound holds even when the sink never frees room
+    assert 0.15 < time.perf_counter() - t0 < 0.5
+    assert sinks.stats()["blocking"]["dropped"] == 1
+    sinks.close(timeout=0.1)

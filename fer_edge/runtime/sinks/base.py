@@ -66,19 +66,22 @@ class _Worker:
         self.thread = threading.Thread(target=self._run, name=f"sink-{self.name}", daemon=True)
         self.thread.start()
 
-    def put(self, result: Any) -> None:
+    def put(self, result: Any, deadline: float | None = None) -> None:
         with self._cv:
             if self._closing:
                 # A result after close() is a caller bug, but it is still accounted for.
                 self.dropped += 1
                 self.metrics.inc("sink_dropped", sink=self.name, reason="closed")
                 return
+            if deadline is not None and len(self._q) >= self.queue_max:
+                self._cv.wait_for(lambda: len(self._q) < self.queue_max or self._closing,
+                                  timeout=max(0.0, deadline - time.monotonic()))
             if len(self._q) >= self.queue_max:
                 self._q.popleft()
                 self.dropped += 1
                 self.metrics.inc("sink_dropped", sink=self.name, reason="queue")
             self._q.append(result)
-            self._cv.notify()
+            self._cv.notify_all()
 
     def queued(self) -> int:
         with self._cv:
@@ -92,6 +95,7 @@ class _Worker:
                 if not self._q:
                     break
                 item = self._q.popleft()
+                self._cv.notify_all()  # a publisher may be waiting for room
             try:
                 self.sink.publish(item)
             except Exception as exc:  # noqa: BLE001 - a sink must never take the others down
@@ -179,9 +183,13 @@ class SinkSet:
         """True when some sink (the HTTP preview) wants frames; otherwise skip offer_frame entirely."""
         return bool(self._frame_sinks)
 
-    def publish(self, result: Any) -> None:
+    def publish(self, result: Any, wait_s: float = 0.0) -> None:
+        """Queue `result` for every sink. With the default wait_s=0 this never blocks: a full
+        queue drops its oldest result (live camera: the newest matters). A batch source that
+        wants every result may pass wait_s > 0 to wait, at most that long in all, for room."""
+        deadline = time.monotonic() + wait_s if wait_s > 0 else None
         for w in self._workers:
-            w.put(result)
+            w.put(result, deadline)
 
     def offer_frame(self, frame_rgb: Any, result: Any) -> None:
         """Hand the newest frame to sinks that show it. They copy what they keep and rate-limit
