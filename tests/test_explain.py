@@ -140,6 +140,24 @@ def test_grad_cam_lights_up_the_evidence_for_the_asked_class():
     assert dark[:, half + 1:].min() > 0.9 and dark[:, :half - 1].max() < 0.05
 
 
+def test_grad_cam_reaches_into_a_nested_backbone():
+    """Converted models wrap the backbone (a Functional model) inside the outer model: Grad-CAM must use
+    the backbone's last conv, not the input scaling layer before it."""
+    import keras
+
+    from fer_edge.bench.saliency import LayerChain
+
+    inner_in = keras.Input((SIZE, SIZE, 1))
+    h = keras.layers.Conv2D(4, 3, strides=2, activation="relu", name="c1")(inner_in)
+    h = keras.layers.Conv2D(4, 3, strides=2, activation="relu", name="c2")(h)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    backbone = keras.Model(inner_in, keras.layers.Dense(3, activation="softmax")(h), name="backbone")
+    outer_in = keras.Input((SIZE, SIZE, 1))
+    model = keras.Model(outer_in, backbone(keras.layers.Rescaling(1 / 255.0, name="scale")(outer_in)))
+    chain = LayerChain(model, np.zeros((SIZE, SIZE, 1), np.uint8) + 7)
+    assert chain.layer_name == "c2" and [l.name for l in chain.layers][:2] == ["scale", "c1"]
+
+
 def test_explain_writes_a_grid_per_image(explain_inputs, tmp_path):
     from fer_edge.bench.explain import run_explain
 

@@ -143,6 +143,8 @@ def run_explain(models: Sequence[str | os.PathLike], data, split: str | None = N
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob("explain_[0-9][0-9][0-9]_*.png"):  # a previous run's grids would mix with these
+        stale.unlink()
     for rank, i in enumerate(chosen):
         panels: list[tuple[str, np.ndarray, bool]] = []
         record = {"key": keys[i], "true": bd.labels[int(bd.y[i])], "models": {}}

@@ -58,7 +58,7 @@ def recall_png(result: BenchResult, path: Path, plt) -> Path | None:
     # reference first so every other variant's bars sit beside it
     ok.sort(key=lambda v: (not v.is_reference, result.variants.index(v)))
     width = 0.8 / len(ok)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(labels) * max(1, len(ok)) / 2), 4))
+    fig, ax = plt.subplots(figsize=(min(14.0, max(6.0, len(labels) * (0.4 + 0.15 * len(ok)))), 4))
     x = np.arange(len(labels))
     for i, v in enumerate(ok):
         vals = [np.nan if v.scores.recall.get(l) is None else v.scores.recall[l] * 100 for l in labels]
@@ -96,7 +96,8 @@ def pareto_png(result: BenchResult, path: Path, plt) -> Path | None:
     for i, (v, lat, acc) in enumerate(pts):
         ax.scatter(lat, acc, s=50, marker="s" if v.kind == "keras" else "o",
                    color="tab:red" if i in front else "tab:gray", zorder=3)
-        ax.annotate(v.name, (lat, acc), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        # stagger labels: variants often share a point (same accuracy, near-equal latency)
+        ax.annotate(v.name, (lat, acc), textcoords="offset points", xytext=(5, 4 + 9 * (i % 3)), fontsize=8)
     fx = [xy[i][0] for i in front]
     fy = [xy[i][1] for i in front]
     ax.step(fx, fy, where="post", color="tab:red", alpha=0.6, label="Pareto front")

@@ -209,6 +209,8 @@ def to_markdown(result: BenchResult) -> str:
 
 def write_outputs(result: BenchResult, out: Path, plots: bool = True) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob("confusion_*.png"):  # a previous run's variants would mix with this run's
+        stale.unlink()
     files: list[Path] = []
     if plots:
         from fer_edge.bench.plots import write_plots

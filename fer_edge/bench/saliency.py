@@ -112,39 +112,64 @@ def gradient_saliency(model, image: np.ndarray, target: int) -> np.ndarray:
     return _normalise(ops.convert_to_numpy(ops.max(ops.abs(g[0]), axis=-1)))
 
 
+def _run(layers, x):
+    for layer in layers:
+        x = layer(x, training=False)
+    return x
+
+
+def _flatten(layer, x) -> list:
+    """A nested model whose own layers run one after another is opened up (recursively), so Grad-CAM can
+    reach the backbone's last feature map; a nested model with branches (residual adds, Inception
+    blocks) stays one step - its output, the backbone's feature map, is then the Grad-CAM layer."""
+    import keras
+    from keras import layers as L
+    from keras import ops
+
+    if not isinstance(layer, keras.Model):
+        return [layer]
+    inner = [l for l in layer.layers if not isinstance(l, L.InputLayer)]
+    try:
+        steps, a = [], x
+        for sub in inner:
+            parts = _flatten(sub, a)
+            a = _run(parts, a)
+            steps += parts
+        if np.allclose(ops.convert_to_numpy(a), ops.convert_to_numpy(layer(x, training=False)), atol=1e-4):
+            return steps
+    except (ValueError, TypeError):  # a layer that cannot take the previous one's output alone
+        pass
+    return [layer]
+
+
 class LayerChain:
-    """A model whose top-level layers run one after another (a backbone used as one layer counts as one),
-    split at its last spatial feature map for Grad-CAM. Checked against the model's own output."""
+    """A model whose layers run one after another (nested chain models opened up), split at its last
+    spatial feature map for Grad-CAM. Checked against the model's own output."""
 
     def __init__(self, model, probe: np.ndarray):
-        from keras import layers as L
         from keras import ops
 
-        self.layers = [l for l in model.layers if not isinstance(l, L.InputLayer)]
-        a = probe[None].astype(np.float32)
+        x = probe[None].astype(np.float32)
+        self.layers = _flatten(model, x)
+        if self.layers == [model]:
+            raise ModelError("the model's layers do not form a chain; Grad-CAM needs one")
+        a = x
         last_spatial = None
         for i, layer in enumerate(self.layers):
             a = layer(a, training=False)
             shape = tuple(ops.shape(a))
             if len(shape) == 4 and shape[1] > 1 and shape[2] > 1:
                 last_spatial = i
-        ref = ops.convert_to_numpy(model(probe[None].astype(np.float32), training=False))
-        if not np.allclose(ops.convert_to_numpy(a), ref, atol=1e-4):
-            raise ModelError("the model's top-level layers do not form a chain; Grad-CAM needs one")
         if last_spatial is None:
             raise ModelError("the model has no spatial feature map (no 4-D layer output) for Grad-CAM")
         self.split = last_spatial
         self.layer_name = self.layers[last_spatial].name
 
     def body(self, x):
-        for layer in self.layers[: self.split + 1]:
-            x = layer(x, training=False)
-        return x
+        return _run(self.layers[: self.split + 1], x)
 
     def head(self, f):
-        for layer in self.layers[self.split + 1:]:
-            f = layer(f, training=False)
-        return f
+        return _run(self.layers[self.split + 1:], f)
 
 
 def grad_cam(model, image: np.ndarray, target: int, chain: LayerChain | None = None) -> tuple[np.ndarray, str]:
