@@ -18,7 +18,7 @@ from fer_edge.bench.core import plan_threads
 from fer_edge.bench.kernels import analyse_ops
 from fer_edge.bench.plots import pareto_front
 from fer_edge.bench.timing import measure
-from fer_edge.metadata import ModelMetadata, read_metadata, strip, write_tflite
+from fer_edge.metadata import read_metadata, strip, write_tflite
 
 LABELS = ["angry", "happy", "sad"]
 FAST = dict(runs=20, warmup=2, max_seconds=0.3)
@@ -257,3 +257,29 @@ def test_kernel_report_finds_ops_outside_the_delegate():
 def test_pareto_front():
     pts = [(1.0, 70.0), (2.0, 72.0), (3.0, 71.0), (0.5, 60.0), (4.0, 80.0)]
     assert pareto_front(pts) == [3, 0, 1, 4]
+
+
+def test_keras_reference_without_tensorflow_is_an_error_row_and_fp32_stands_in(model_dir, region_data, tmp_path):
+    """A board: the .keras is listed but TensorFlow/Keras cannot be imported."""
+    script = textwrap.dedent(f"""
+        import json, sys
+        sys.modules["keras"] = None        # import keras -> ImportError, as on a board without it
+        sys.modules["tensorflow"] = None
+        from fer_edge.bench import run_bench
+        r = run_bench([{str(model_dir)!r}], {str(region_data)!r}, out={str(tmp_path)!r}, speed=False, plots=False)
+        print(json.dumps({{v.name: [v.error, v.is_reference, v.reference] for v in r.variants}}))
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert "needs TensorFlow/Keras" in got["float"][0]
+    assert got["fp32"] == [None, True, None] and got["int8"] == [None, False, "fp32"]
+    assert "fp32 TFLite standing in" in (tmp_path / "bench.md").read_text()
+
+
+def test_in_process_timing_is_marked_not_isolated(model_dir, region_data):
+    from fer_edge.bench import run_bench
+
+    res = run_bench([model_dir / "model_int8.tflite"], region_data, isolate=False, plots=False, **FAST)
+    sp = res.variants[0].speed[1]
+    assert sp.ok and not sp.isolated and sp.peak_rss_mb is None and sp.kernels["int8_ops"] > 0

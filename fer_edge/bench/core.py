@@ -232,14 +232,16 @@ def run_bench(
                             f"{machine['cores_usable']} cores): latencies may be inflated")
     except OSError:
         pass
-    from fer_edge.data.load import class_counts
+    if bd.n:  # the images actually scored
+        counts = dict(zip(bd.labels, np.bincount(bd.y, minlength=len(bd.labels)).tolist()))
+    else:
+        from fer_edge.data.load import class_counts
 
+        counts = class_counts(bd.samples, bd.labels)
     result = BenchResult(
         variants=ordered,
         data={"source": bd.source, "kind": bd.kind, "split": bd.split, "split_note": bd.split_note, "n": bd.n,
-              "labels": bd.labels, "class_counts": dict(zip(bd.labels, np.bincount(bd.y, minlength=len(bd.labels))
-                                                             .tolist())) if bd.n else
-              class_counts(bd.samples, bd.labels),
+              "labels": bd.labels, "class_counts": counts,
               "skipped": [{"key": s.key, "reason": s.reason} for s in bd.skipped]},
         threads=thread_plan, machine=machine,
         settings={"speed": speed, "runs": runs, "warmup": warmup, "max_seconds": max_seconds, "limit": limit, "isolated": isolate,

@@ -48,7 +48,7 @@ def load_suite(path: str | os.PathLike) -> Suite:
 
 def _resolve(path: str, root: Path) -> Path:
     p = Path(path).expanduser()
-    return p if p.is_absolute() else (root / p)
+    return p if p.is_absolute() else Path(os.path.normpath(root / p))
 
 
 def run_suite(suite: Suite, root: Path, model: str | None = None, name: str | None = None,
