@@ -1,0 +1,410 @@
+"""`convert(cfg)`: data -> audit -> splits -> fine-tune (or load a given model) -> export -> report.
+
+The CLI is a thin layer over this; scripts call it directly:
+
+    from fer_edge.convert.api import ConvertConfig, convert
+    result = convert(ConvertConfig(model="mobilenet", data="faces/", variants=["int8"]))
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import hashlib
+import io
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from fer_edge.atomic import atomic_write_text
+from fer_edge.errors import ConfigError, DataError, GateError, ModelError
+from fer_edge.preprocess import PreprocessSpec
+
+MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
+DEFAULT_VARIANTS = ["int8", "fp32"]
+TEST_SPLITS = ("test", "public_test", "private_test")
+# Settings that change what training produces: a checkpoint is resumed only when they all match.
+TRAINING_KEYS = ("model", "data", "kind", "input_size", "color", "weights", "alpha", "lrs", "seed", "batch_size",
+                 "class_weights", "augment", "val_fraction", "labels", "epochs", "fine_tune_epochs",
+                 "fine_tune_lr_factor", "patience", "dropout", "strategy", "bn")
+
+
+class ConvertConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field("mobilenet", description="backbone name, or a .keras/.h5 model file to convert as is")
+    data: str | None = Field(None, description="class-per-folder tree or fer2013.csv; None = synthetic demo set")
+    kind: str = "auto"
+    out: Path | None = None
+    variants: list[Literal["fp32", "fp16", "dynamic", "int8"]] = Field(default_factory=lambda: list(DEFAULT_VARIANTS))
+    epochs: int = Field(2, ge=0)
+    fine_tune_epochs: int = Field(8, ge=0)
+    fine_tune_lr_factor: float = Field(0.5, gt=0, le=1)
+    input_size: int | None = Field(None, ge=8, le=1024)
+    color: Literal["grey", "rgb"] = "grey"
+    weights: str = "auto"
+    alpha: float | None = Field(None, gt=0)
+    lrs: list[float] = Field(default_factory=lambda: [1e-3])
+    seed: int = 0
+    batch_size: int = Field(32, ge=1)
+    class_weights: bool = True
+    augment: bool = True
+    val_fraction: float = Field(0.1, ge=0, lt=1)
+    labels: list[str] | None = None
+    strategy: str = "default"
+    patience: int = Field(5, ge=1)
+    dropout: float = Field(0.3, ge=0, lt=1)
+    bn: Literal["adapt", "frozen"] = "adapt"
+    calib_images: int = Field(300, ge=1)
+    int8_output: Literal["uint8", "int8"] = "uint8"
+    input_range: str = "-1,1"
+    max_drop: float | None = Field(None, ge=0)
+    max_class_drop: float | None = Field(None, ge=0)
+    eval_test: bool = True
+    resume: bool = True
+
+    @field_validator("lrs")
+    @classmethod
+    def _lrs(cls, v: list[float]) -> list[float]:
+        if not v:
+            raise ValueError("give at least one learning rate")
+        if any(not (0 < x < 1) for x in v):
+            raise ValueError(f"learning rates must be in (0, 1), got {v}")
+        return list(dict.fromkeys(float(x) for x in v))
+
+    @field_validator("variants")
+    @classmethod
+    def _variants(cls, v: list[str]) -> list[str]:
+        return list(dict.fromkeys(v)) or list(DEFAULT_VARIANTS)
+
+    @property
+    def is_model_file(self) -> bool:
+        return Path(self.model).suffix.lower() in MODEL_SUFFIXES
+
+    def fingerprint(self) -> str:
+        d = self.model_dump(mode="json", include=set(TRAINING_KEYS))
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class ConvertResult:
+    out: Path
+    paths: dict[str, Path]                      # variant -> file ("float" -> model_float.keras)
+    metrics: dict[str, dict]                    # variant -> {"val": {...}, "<test split>": {...}}
+    sizes: dict[str, int]
+    best_lr: float | None
+    runs: list[dict]
+    timings: dict[str, float]
+    warnings: list[str] = field(default_factory=list)
+
+
+def default_out(model: str) -> Path:
+    stem = Path(model).stem if Path(model).suffix.lower() in MODEL_SUFFIXES else model
+    return Path("runs") / f"{stem}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def _progress(console):
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[stats]}"),
+                    console=console, transient=True)
+
+
+def _load_split(name: str, samples, spec, labels, progress):
+    from fer_edge.data.load import load_arrays
+
+    task = progress.add_task(f"load {name}", total=len(samples), stats="")
+    x, y, skipped = load_arrays(samples, spec, labels, progress=lambda n: progress.advance(task, n))
+    progress.remove_task(task)
+    return x, y, skipped
+
+
+def _audit(ds, console, progress) -> list[str]:
+    try:
+        from fer_edge.data.audit import run_audit
+    except ImportError:  # the data side ships the audit; without it convert still runs
+        console.print("[yellow]note:[/] data audit unavailable in this install; skipped")
+        return []
+    task = progress.add_task("audit data", total=None, stats="")
+    try:
+        report = run_audit(ds, progress=None)
+    finally:
+        progress.remove_task(task)
+    warnings = [str(w) for w in getattr(report, "warnings", [])]
+    for w in warnings:
+        console.print(f"[bold yellow on red] DATA WARNING [/] [bold yellow]{w}[/]", highlight=False)
+    return warnings
+
+
+def _external_model(cfg: ConvertConfig, console):
+    """Load a finished Keras model and put the pixel scaling in front of it (the .tflite takes uint8 crops)."""
+    import keras
+
+    from fer_edge.convert.backbones import rescaling
+    from fer_edge.labels import FER2013_CODES, canonical_label
+
+    path = Path(cfg.model).expanduser()
+    if not path.is_file():
+        raise ModelError(f"model file not found: {path}. Give a .keras/.h5 file or a backbone name "
+                         "(fer-edge convert --help lists them).")
+    try:
+        # compile=False: Keras-2 era .h5 files carry optimizer arguments Keras 3 rejects.
+        inner = keras.models.load_model(path, compile=False)
+    except Exception as exc:
+        raise ModelError(f"{path}: Keras cannot load it ({exc}). Give a Keras .keras or .h5 model file.") from exc
+    shape = inner.input_shape
+    if isinstance(shape, list):
+        raise ModelError(f"{path}: the model has {len(shape)} inputs; fer-edge converts single-image models")
+    _, h, w, c = shape
+    if h is None or h != w or c not in (1, 3):
+        raise ModelError(f"{path}: input shape {shape[1:]} is not a fixed square grey or RGB image")
+    if cfg.input_size and cfg.input_size != h:
+        raise ConfigError(f"--input-size {cfg.input_size} disagrees with the model's own input size {h}")
+    k = int(inner.output_shape[-1])
+    if cfg.labels:
+        labels = [canonical_label(x) for x in cfg.labels]
+    elif k == len(FER2013_CODES):
+        labels = list(FER2013_CODES)
+        console.print(f"[yellow]note:[/] {k} outputs: assuming FER2013 label order {', '.join(labels)} "
+                      "(override with --labels)")
+    else:
+        raise ConfigError(f"{path} has {k} outputs; give its labels in output order with --labels a,b,c")
+    if len(labels) != k:
+        raise ConfigError(f"--labels names {len(labels)} classes but the model has {k} outputs")
+    spec = PreprocessSpec(input_size=int(h), color="grey" if c == 1 else "rgb")
+    inp = keras.Input(spec.shape, name="pixels")
+    out = inner(rescaling(inp, cfg.input_range))
+    last_act = getattr(inner.layers[-1], "activation", None)
+    if getattr(last_act, "__name__", "softmax") != "softmax":
+        out = keras.layers.Softmax(name="probs")(out)
+    model = keras.Model(inp, out, name="fer_classifier")
+    info = {"backbone": f"file:{path.name}", "weights": f"file:{path.name}", "alpha": None,
+            "input_range": cfg.input_range, "pretrained": True}
+    return model, info, spec, labels
+
+
+def _write_log(path: Path, rows: list[dict]) -> None:
+    if not rows:
+        return
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys)
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def _summary_table(console, export, test_name: str | None):
+    from rich.table import Table
+
+    t = Table(title="fer-edge convert (recall = mean per-class recall; agree = top-1 agreement with float)",
+              title_justify="left")
+    t.add_column("variant")
+    t.add_column("val acc", justify="right")
+    t.add_column("val recall", justify="right")
+    t.add_column("agree", justify="right")
+    if test_name:
+        t.add_column(f"{test_name} acc", justify="right")
+        t.add_column(f"{test_name} recall", justify="right")
+    t.add_column("size", justify="right")
+
+    def pct(v):
+        return "-" if v is None else f"{v:.2%}"
+
+    fs, ft = export.float_scores, export.float_test_scores
+    size = export.float_path.stat().st_size if export.float_path.exists() else 0
+    row = ["float", pct(fs.accuracy), pct(fs.mean_recall), "-"]
+    if test_name:
+        row += [pct(ft.accuracy if ft else None), pct(ft.mean_recall if ft else None)]
+    t.add_row(*row, f"{size / 1024:.0f} KB")
+    for v, r in export.variants.items():
+        row = [v, pct(r.scores.accuracy), pct(r.scores.mean_recall), pct(r.scores.agreement)]
+        if test_name:
+            ts = r.test_scores
+            row += [pct(ts.accuracy if ts else None), pct(ts.mean_recall if ts else None)]
+        style = "red" if r.gate_failures else None
+        t.add_row(*row, f"{r.size_bytes / 1024:.0f} KB", style=style)
+    console.print(t)
+
+
+def convert(cfg: ConvertConfig, console=None) -> ConvertResult:
+    """Run a whole conversion; raises fer_edge errors (DataError, ConfigError, GateError, ...)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from rich.console import Console
+
+    from fer_edge.convert import backbones as bb
+    from fer_edge.convert.distribute import strategy_names
+
+    console = console or Console()
+    t_all = time.perf_counter()
+    timings: dict[str, float] = {}
+    if cfg.strategy not in strategy_names():
+        from fer_edge.errors import UnknownNameError
+
+        raise UnknownNameError("strategy", cfg.strategy, strategy_names())
+    external = cfg.is_model_file
+    if not external:
+        # Fail on a bad name, size or missing weights before reading any data.
+        spec_b = bb.get_backbone(cfg.model)
+        alpha = spec_b.alpha_for(cfg.alpha)
+        size = cfg.input_size or spec_b.default_size
+        bb.check_input_size(spec_b, size)
+        weights_file, weights_desc = bb.resolve_weights(spec_b, cfg.weights, alpha)
+        if cfg.weights == "auto" and weights_file is None:
+            name = spec_b.weight_file(alpha if alpha is not None else 1.0)
+            console.print(f"[yellow]note:[/] no ImageNet weights for {spec_b.name} in the Keras cache "
+                          f"({bb.keras_cache_dirs()[0]}/{name}): training from scratch. Put the file there for "
+                          "transfer learning (--weights imagenet then insists on it).")
+        elif weights_file is not None:
+            console.print(f"weights: {weights_desc} ({weights_file})")
+        preprocess = PreprocessSpec(input_size=size, color=cfg.color)
+    out = Path(cfg.out) if cfg.out else default_out(cfg.model)
+    out.mkdir(parents=True, exist_ok=True)
+    console.print(f"output folder: [bold]{out}[/]")
+
+    from fer_edge.data.readers import open_dataset
+    from fer_edge.data.splits import make_splits
+
+    with _progress(console) as progress:
+        import keras  # noqa: F401  (imported here so its start-up cost sits under the spinner)
+
+        if external:
+            t0 = time.perf_counter()
+            model, info, preprocess, labels = _external_model(cfg, console)
+            timings["load_model"] = time.perf_counter() - t0
+        if cfg.data is None:
+            console.print("[yellow]note:[/] no --data given: using the generated synthetic demo set "
+                          "(procedural cartoon faces, 7 classes). Pass --data DIR|CSV for real faces.")
+        ds = open_dataset(cfg.data, cfg.kind, labels if external else cfg.labels)
+        labels = list(ds.labels)
+        t0 = time.perf_counter()
+        warnings = _audit(ds, console, progress)
+        timings["audit"] = time.perf_counter() - t0
+        splits = make_splits(ds, val_fraction=cfg.val_fraction, seed=cfg.seed)
+        test_name = next((n for n in TEST_SPLITS if splits.get(n)), None) if cfg.eval_test else None
+        t0 = time.perf_counter()
+        arrays, skipped = {}, []
+        for name in ["train", "val"] + ([test_name] if test_name else []):
+            x, y, sk = _load_split(name, splits.get(name, []), preprocess, labels, progress)
+            arrays[name] = (x, y)
+            skipped += sk
+        timings["load_data"] = time.perf_counter() - t0
+        if skipped:
+            from fer_edge.data.load import skipped_summary
+
+            console.print(f"[yellow]skipped {len(skipped)} unusable image(s):[/]\n{skipped_summary(skipped)}")
+        counts = {n: np.bincount(a[1], minlength=len(labels)).tolist() for n, a in arrays.items()}
+        console.print("data: " + ", ".join(f"{n} {len(a[1])}" for n, a in arrays.items())
+                      + f" images; labels {', '.join(labels)}")
+        if len(arrays["train"][1]) == 0 or len(arrays["val"][1]) == 0:
+            raise DataError(f"{ds.source}: need training and validation images (got {counts}); "
+                            "lower --val-fraction or add data")
+
+        runs: list[dict] = []
+        best_lr = None
+        cw = None
+        if not external:
+            from fer_edge.convert.train import TrainConfig, train
+
+            tcfg = TrainConfig(epochs=cfg.epochs, fine_tune_epochs=cfg.fine_tune_epochs, lrs=cfg.lrs,
+                               fine_tune_lr_factor=cfg.fine_tune_lr_factor, batch_size=cfg.batch_size,
+                               class_weights=cfg.class_weights, augment=cfg.augment, patience=cfg.patience,
+                               seed=cfg.seed, strategy=cfg.strategy, bn=cfg.bn)
+            work = out / "checkpoints"
+            fp_file = work / "fingerprint.txt"
+            resume = cfg.resume and fp_file.is_file() and fp_file.read_text().strip() == cfg.fingerprint()
+            if cfg.resume and fp_file.is_file() and not resume:
+                console.print("[yellow]note:[/] checkpoints in the output folder come from different settings; "
+                              "starting over")
+            if resume:
+                console.print(f"resuming from the checkpoints in {work}")
+            else:
+                from fer_edge.convert.train import clear_checkpoints
+
+                clear_checkpoints(work)
+            work.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(fp_file, cfg.fingerprint())
+            log_rows: list[dict] = []
+
+            def on_epoch(row: dict) -> None:
+                log_rows.append(row)
+                console.print(
+                    f"  lr {row['lr']:g} epoch {row['epoch']} ({row['phase']}) loss {row['loss']:.3f} "
+                    f"acc {row['accuracy']:.2%} | val acc {row['val_accuracy']:.2%} "
+                    f"mean recall {row['val_mean_recall']:.2%}" + (" *" if row["best"] else ""), highlight=False)
+                _write_log(out / "train_log.csv", log_rows)
+
+            def build():
+                return bb.build_classifier(cfg.model, preprocess, len(labels), weights=cfg.weights,
+                                           alpha=cfg.alpha, dropout=cfg.dropout)
+
+            data = {"x_train": arrays["train"][0], "y_train": arrays["train"][1],
+                    "x_val": arrays["val"][0], "y_val": arrays["val"][1]}
+            t0 = time.perf_counter()
+            tr = train(build, data, labels, tcfg, work, progress=progress, on_epoch=on_epoch, resume=resume,
+                       log=lambda m: console.print(m, highlight=False))
+            timings["train"] = time.perf_counter() - t0
+            model, info, best_lr, cw = tr.model, tr.info, tr.best_lr, tr.class_weights
+            runs = [r.to_dict() for r in tr.runs]
+            _write_log(out / "train_log.csv", [row for r in tr.runs for row in r.history])
+            if len(cfg.lrs) > 1:
+                console.print(f"chosen learning rate: {best_lr:g} (best validation mean per-class recall)")
+
+        from fer_edge.convert.export import ExportInputs, calibration_set, export_all
+
+        x_tr, y_tr = arrays["train"]
+        calib = calibration_set(x_tr, y_tr, labels, cfg.calib_images, cfg.seed) if "int8" in cfg.variants else None
+        xt, yt = arrays[test_name] if test_name else (None, None)
+        extra = {"alpha": info.get("alpha"), "input_range": info.get("input_range"), "lr": best_lr,
+                 "data": str(ds.source), "data_kind": ds.kind, "seed": cfg.seed}
+        einp = ExportInputs(model=model, labels=labels, preprocess=preprocess, backbone=info["backbone"],
+                            weights=info["weights"], variants=list(cfg.variants), calib=calib,
+                            x_val=arrays["val"][0], y_val=arrays["val"][1], x_test=xt, y_test=yt,
+                            test_name=test_name or "test", int8_output=cfg.int8_output, extra=extra,
+                            max_drop=cfg.max_drop, max_class_drop=cfg.max_class_drop)
+        t0 = time.perf_counter()
+        gate_error = None
+        try:
+            export = export_all(einp, out, progress=progress, log=lambda m: console.print(m, highlight=False))
+        except GateError as exc:
+            gate_error, export = exc, exc.result
+        timings["export"] = time.perf_counter() - t0
+        timings.update({f"export.{k}": v for k, v in export.seconds.items()})
+
+    timings["total"] = time.perf_counter() - t_all
+    _summary_table(console, export, test_name)
+    from fer_edge.convert.export import metrics_dict
+
+    metrics = {"float": {"val": metrics_dict(export.float_scores),
+                         **({test_name: metrics_dict(export.float_test_scores)} if export.float_test_scores else {})}}
+    paths: dict[str, Path] = {"float": export.float_path}
+    sizes = {"float": export.float_path.stat().st_size}
+    for v, r in export.variants.items():
+        metrics[v] = {"val": metrics_dict(r.scores), **({test_name: metrics_dict(r.test_scores)} if r.test_scores else {})}
+        paths[v], sizes[v] = r.path, r.size_bytes
+    record = {
+        "config": cfg.model_dump(mode="json"),
+        "labels": labels, "preprocess": preprocess.model_dump(), "model": info,
+        "data": {"source": str(ds.source), "kind": ds.kind, "counts": counts, "skipped": len(skipped),
+                 "test_split": test_name},
+        "audit_warnings": warnings, "class_weights": cw, "best_lr": best_lr, "runs": runs,
+        "metrics": metrics, "sizes": sizes, "paths": {k: str(v) for k, v in paths.items()},
+        "calibration": calib.metadata().model_dump() if calib is not None else None,
+        "gate": {v: r.gate_failures for v, r in export.variants.items()},
+        "timings": {k: round(v, 2) for k, v in timings.items()},
+    }
+    atomic_write_text(out / "convert.json", json.dumps(record, indent=2, default=str))
+    console.print(f"done in {timings['total']:.0f} s. Models in [bold]{out}[/]: "
+                  + ", ".join(p.name for p in paths.values()))
+    if gate_error is not None:
+        raise gate_error
+    return ConvertResult(out=out, paths=paths, metrics=metrics, sizes=sizes, best_lr=best_lr, runs=runs,
+                         timings=timings, warnings=warnings)
