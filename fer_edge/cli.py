@@ -49,7 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: library errors become one red line and an exit code."""
     err = Console(stderr=True)
     try:
-        app(args=argv, standalone_mode=False)
+        # Without standalone mode, click returns (not raises) the code of a command's typer.Exit(n).
+        rv = app(args=argv, standalone_mode=False)
+        if isinstance(rv, int) and rv:
+            return rv
     except FerEdgeError as exc:
         from rich.markup import escape
 
