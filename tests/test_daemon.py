@@ -270,3 +270,28 @@ def test_frames_are_rgb_all_the_way(face_video, tiny_tflite):
     spec = build_pipeline(config(tiny_tflite["fp32"], video)).spec
     a, b = crop_face(decoded, box, spec), crop_face(original, box, spec)
     assert np.abs(a.astype(int) - b.astype(int)).mean() < 6
+
+
+def test_missing_camera_is_retried_with_backoff_while_degraded(tiny_tflite):
+    """The real V4L2 adaptor on a camera that is not there (unplugged): the daemon keeps retrying with
+    growing delays, health says degraded with the reason, and a stop still ends it at once."""
+    cfg = load_config(None, {"classifier": {"model": str(tiny_tflite["fp32"]), "threads": 1},
+                             "source": {"type": "camera", "device": "/dev/video97", "retry_initial_s": 0.05,
+                                        "retry_max_s": 0.2}})
+    metrics = Metrics()
+    d = Daemon(cfg, sinks=SinkSet([ListSink()], metrics), metrics=metrics)
+    t = threading.Thread(target=d.run)
+    t.start()
+    try:
+        deadline = time.monotonic() + 20
+        while metrics.counter("source_errors") < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        state, reason = metrics.health()
+        assert metrics.counter("source_errors") >= 4
+        assert state == "degraded" and "/dev/video97 does not exist" in reason
+        assert "retry" in reason
+    finally:
+        t0 = time.monotonic()
+        d.stop("test")
+        t.join(5)
+    assert not t.is_alive() and time.monotonic() - t0 < 2.0

@@ -15,7 +15,7 @@ from typing import Optional
 import typer
 
 
-def _overrides(model, source, outputs, loop, threads, delegate, detector, detect_every, detect_width, max_faces,
+def _overrides(model, source, outputs, loop, drop, threads, delegate, detector, detect_every, detect_width, max_faces,
                min_face, score_threshold, align, max_frames, log_level) -> dict:
     """Only the flags that were given, shaped like the config file (flags win over the file)."""
     from fer_edge.runtime.config import source_from_spec
@@ -33,6 +33,7 @@ def _overrides(model, source, outputs, loop, threads, delegate, detector, detect
     if source is not None:
         o["source"] = source_from_spec(source)
     put("source", "loop", True if loop else None)
+    put("source", "drop_stale", drop)
     put("source", "max_frames", max_frames)
     put("detector", "type", detector)
     put("detector", "every", detect_every)
@@ -67,6 +68,9 @@ def register(app: typer.Typer) -> None:
             None, "--output", "-o", help="Sink, repeatable: jsonl:- | jsonl:PATH | mqtt://HOST:PORT/PREFIX | "
                                          "http://127.0.0.1:PORT (default jsonl:-)"),
         loop: bool = typer.Option(False, "--loop", help="Replay a video file or image folder forever."),
+        drop: Optional[bool] = typer.Option(
+            None, "--drop/--no-drop", help="Keep only the newest frame when inference falls behind "
+                                          "(default: yes for cameras and streams, no for files)."),
         threads: Optional[int] = typer.Option(None, "--threads", help="Classifier threads (default: all cores)."),
         delegate: Optional[str] = typer.Option(
             None, "--delegate", help="External delegate library (.so); falls back to the CPU if it cannot load."),
@@ -86,7 +90,7 @@ def register(app: typer.Typer) -> None:
         """Run the camera -> face -> expression daemon."""
         from fer_edge.runtime.config import load_config
 
-        overrides = _overrides(str(model) if model else None, source, output, loop, threads, delegate, detector,
+        overrides = _overrides(str(model) if model else None, source, output, loop, drop, threads, delegate, detector,
                                detect_every, detect_width, max_faces, min_face, score_threshold, align, max_frames,
                                log_level)
         if config is None and "source" not in overrides:
