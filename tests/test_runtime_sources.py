@@ -20,7 +20,7 @@ from fer_edge.runtime.sources import (
     guess_source_type,
     xrgb8888_to_rgb,
 )
-from test_runtime_support import face_video, make_face_video  # noqa: F401  (fixture)
+from test_runtime_support import face_video  # noqa: F401  (fixture)
 
 
 # --- picamera2 adaptor with a fake camera ------------------------------------------------------
