@@ -13,6 +13,7 @@ interrupted or failed convert never leaves a half-written model where a good one
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
@@ -117,7 +118,13 @@ def _int8(conv, tf, calib, int8_output):
 
 
 def export_saved_model(model, directory: Path) -> Path:
-    model.export(str(directory), format="tf_saved_model", verbose=False)
+    import tensorflow as tf
+
+    try:
+        model.export(str(directory), format="tf_saved_model", verbose=False)
+    except tf.errors.ResourceExhaustedError as exc:
+        # TensorFlow's own file writer reports a full disk as ResourceExhaustedError, not OSError.
+        raise OSError(errno.ENOSPC, "No space left on device", str(directory)) from exc
     return directory
 
 
@@ -251,6 +258,7 @@ def export_all(inp: ExportInputs, out: Path, progress=None, log: Callable[[str],
     out = Path(out)
     staging = _staging_dir(out)
     seconds: dict[str, float] = {}
+    published_any = False
     try:
         t0 = time.perf_counter()
         float_probs = predict_probs(inp.model, inp.x_val)
@@ -322,6 +330,7 @@ def export_all(inp: ExportInputs, out: Path, progress=None, log: Callable[[str],
                 published += [staging / r.path.name, sidecar_path(staging / r.path.name)]
         for f in published:
             os.replace(f, out / f.name)
+            published_any = True
         if failed:
             rejected = out / "rejected"
             rejected.mkdir(exist_ok=True)
@@ -338,5 +347,14 @@ def export_all(inp: ExportInputs, out: Path, progress=None, log: Callable[[str],
             err.result = result  # the caller still records what was measured
             raise err
         return result
+    except OSError as exc:
+        # A full disk (ENOSPC), a quota or a read-only mount. Until publishing (renames within one
+        # folder) began nothing was replaced, so the models already in `out` are still the old ones.
+        state = ("some models were already replaced by the new ones" if published_any else
+                 f"nothing was replaced: the models already in {out} are untouched")
+        raise ModelError(
+            f"could not write the exported models in {out} ({exc.strerror or exc}"
+            f"{': ' + str(exc.filename) if exc.filename else ''}); {state}. Free some space there or "
+            "choose another --out, then rerun.") from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
