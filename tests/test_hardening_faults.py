@@ -120,3 +120,89 @@ def test_injected_enospc_at_the_tflite_write(export_inputs, tmp_path, monkeypatc
         export_all(export_inputs, out)
     assert _snapshot(out) == before
     assert sorted(p.name for p in out.iterdir()) == sorted(before)
+
+
+# ------------------------------------------------------------------------------------------------
+# SIGKILL / SIGTERM during `fer-edge convert` (the real CLI in a subprocess)
+
+CONVERT_FLAGS = ["--epochs", "2", "--fine-tune-epochs", "0", "--input-size", "32", "--batch-size", "16",
+                 "--fp32", "--int8", "--calib-images", "12", "--no-test", "--seed", "0"]
+
+
+def _convert(data: Path, out: Path) -> subprocess.Popen:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "fer_edge.cli", "convert", "--data", str(data), "--out", str(out),
+                             *CONVERT_FLAGS], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+
+
+def _finish(proc: subprocess.Popen, timeout: float = 240) -> tuple[int, str]:
+    try:
+        text, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        text, _ = proc.communicate()
+        pytest.fail(f"convert did not finish within {timeout} s:\n{text[-3000:]}")
+    return proc.returncode, text
+
+
+def _kill_when(proc: subprocess.Popen, ready, sig: int, what: str, timeout: float = 240) -> tuple[int, str]:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if proc.poll() is not None:
+            pytest.fail(f"convert ended (rc {proc.returncode}) before {what}:\n{proc.stdout.read()[-3000:]}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"convert never reached {what}")
+        time.sleep(0.02)
+    proc.send_signal(sig)
+    return _finish(proc, 60)
+
+
+def _final_model_files(out: Path) -> list[str]:
+    """What a user (or bench, given the folder) would take for a model: visible model_* files."""
+    return sorted(p.name for p in out.iterdir() if p.name.startswith("model_"))
+
+
+@pytest.mark.slow
+def test_convert_killed_in_training_and_in_export_never_leaves_a_half_model(tmp_path):
+    """SIGKILL while training -> no model at all, rerun resumes and finishes; SIGKILL and SIGTERM while
+    exporting over a finished run -> the finished run's models stay byte-identical and loadable; SIGTERM
+    cleans up after itself (exit 130, no staging left) and sweeps the folder SIGKILL could not."""
+    from fer_edge.data.synthetic import write_synthetic_tree
+
+    data = write_synthetic_tree(tmp_path / "data", n_per_class=10, labels=["happy", "sad", "surprise"])
+    out = tmp_path / "out"
+
+    # 1. SIGKILL once the first epoch is checkpointed (training goes on to epoch 2).
+    state = out / "checkpoints"
+    proc = _convert(data, out)
+    rc, text = _kill_when(proc, lambda: any(state.glob("*/state.json")), 9, "the first checkpoint")
+    assert rc == -9
+    assert _final_model_files(out) == [], text
+
+    # 2. Rerun with the same settings: resumes from the checkpoint and finishes.
+    rc, text = _finish(_convert(data, out))
+    assert rc == 0, text[-3000:]
+    assert "resuming from the checkpoints" in text
+    assert "epoch 2 (" in text and "epoch 1 (" not in text, "epoch 1 should have come from the checkpoint"
+    _assert_good_models(out)
+    good = _snapshot(out)
+
+    # 3. SIGKILL in the middle of a re-export (training is done and skipped): nothing final changes.
+    proc = _convert(data, out)
+    rc, text = _kill_when(proc, lambda: any(out.glob(".staging-*/model_fp32.tflite")), 9, "export")
+    assert rc == -9
+    assert _snapshot(out) == good
+    _assert_good_models(out)
+
+    # 4. SIGTERM in the middle of a re-export: same guarantee, and it cleans its staging folder up.
+    before = set(out.glob(".staging-*"))
+    assert before, "SIGKILL cannot clean up: its staging folder should still be there"
+    proc = _convert(data, out)
+    rc, text = _kill_when(proc, lambda: bool(set(out.glob(".staging-*/saved_model")) - {s / "saved_model" for s in before}),
+                          15, "export")
+    assert rc == 130, text[-2000:]                                # unwound like Ctrl-C
+    assert _snapshot(out) == good
+    # its own staging folder removed on the way out, and the one SIGKILL left swept when it started
+    assert list(out.glob(".staging-*")) == [], "a staging folder was left behind"
+    _assert_good_models(out)

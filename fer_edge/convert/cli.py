@@ -126,4 +126,12 @@ def register(app: typer.Typer) -> None:
                                 for e in errs())
                 raise ConfigError(f"invalid option(s): {msg}") from None
             raise
+        import signal
+
+        def _terminate(signum, frame):
+            # SIGTERM (timeout, docker stop, a cancelled CI job) unwinds like Ctrl-C, so the staging
+            # folder and temporary files are removed on the way out (exit 130).
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, _terminate)
         convert(cfg)

@@ -242,7 +242,23 @@ class ExportResult:
 
 def _staging_dir(out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
+    _sweep_stale_staging(out)
+    return Path(tempfile.mkdtemp(prefix=f".staging-{os.getpid()}-", dir=out))
+
+
+def _sweep_stale_staging(out: Path) -> None:
+    """Remove the staging folders of exports whose process is gone (SIGKILL, power loss): each holds a
+    whole SavedModel plus models nobody will publish. A live process's folder is left alone."""
+    for d in out.glob(".staging-*-*"):
+        pid = d.name.split("-")[1]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+        except PermissionError:  # alive, another user's
+            pass
 
 
 def export_all(inp: ExportInputs, out: Path, progress=None, log: Callable[[str], None] | None = None,
