@@ -1,0 +1,173 @@
+#!/usr/bin/env python
+"""Collect the recipe rows (benchmarks/results/table1/*.json) into table1.md and table1.csv.
+
+    .venv/bin/python benchmarks/table1.py [--results benchmarks/results/table1] [--recipes converters]
+
+Each row is written by `fer-edge recipe converters/<recipe>.yaml`. Recipes of table1 that have no
+row yet are listed as not run, with their command. The paper's figures come from each recipe's
+`paper:` block (where they were quoted from is printed beside them); ours come from the rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ROW_SCHEMA = "fer-edge-recipe-row/1"
+
+COLUMNS = [  # (header, function of a row -> cell)
+    ("row", lambda r: r["row"]),
+    ("weights", lambda r: _weights(r)),
+    ("input", lambda r: f"{r.get('input_size')} px" if r.get("input_size") else "-"),
+    ("weighted loss", lambda r: {True: "yes", False: "no", None: "-"}[r.get("class_weights")]),
+    ("lr (chosen / tried)", lambda r: _lr(r)),
+    ("epochs", lambda r: "-" if r.get("epochs") is None else f"{r['epochs']}+{r['fine_tune_epochs']}"),
+    ("train acc", lambda r: _p(r.get("train", {}).get("accuracy"))),
+    ("test acc", lambda r: _p(r["float"].get("accuracy"))),
+    ("mean recall", lambda r: _p(r["float"].get("mean_recall"))),
+    ("macro-F1", lambda r: _p(r["float"].get("macro_f1"))),
+    ("int8 acc", lambda r: _p(r["int8"].get("accuracy"))),
+    ("int8 recall", lambda r: _p(r["int8"].get("mean_recall"))),
+    ("int8 F1", lambda r: _p(r["int8"].get("macro_f1"))),
+    ("int8 p50 ms", lambda r: "-" if r.get("int8_p50_ms") is None else f"{r['int8_p50_ms']:.2f}"),
+    ("int8 KB", lambda r: "-" if not r.get("int8_size_bytes") else f"{r['int8_size_bytes'] / 1024:.0f}"),
+    ("train min", lambda r: "-" if r.get("train_wall_s") is None else f"{r['train_wall_s'] / 60:.0f}"),
+    ("paper test acc*", lambda r: _p((r.get("paper") or {}).get("test_accuracy"))),
+]
+
+
+def _p(v) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+def _weights(r: dict) -> str:
+    w = str(r.get("weights") or "-")
+    if w.startswith("imagenet"):
+        return "ImageNet"
+    if w.startswith("file:"):
+        return f"given model ({w[5:]})"
+    return "none (scratch)" if w == "none" else w
+
+
+def _lr(r: dict) -> str:
+    if not r.get("lrs"):
+        return "-"
+    tried = ", ".join(f"{x:g}" for x in r["lrs"])
+    return f"{r['chosen_lr']:g} / {tried}" if r.get("chosen_lr") is not None else tried
+
+
+def load_rows(results: Path) -> list[dict]:
+    rows = []
+    for p in sorted(Path(results).glob("*.json")):
+        try:
+            d = json.loads(p.read_text())
+        except ValueError:
+            continue
+        if isinstance(d, dict) and d.get("schema") == ROW_SCHEMA:
+            rows.append(d)
+    return rows
+
+
+def pending_recipes(recipes: Path, done: set[str], table: str = "table1") -> list[tuple[str, dict]]:
+    """Recipes of this table without a row: (name, the recipe mapping)."""
+    import yaml
+
+    out = []
+    for p in sorted(Path(recipes).glob("*.yaml")):
+        try:
+            d = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError:
+            continue
+        if d.get("table", "table1") == table and not d.get("cv") and p.stem not in done:
+            out.append((p.stem, d))
+    return out
+
+
+def render_md(rows: list[dict], pending: list[tuple[str, dict]] = ()) -> str:
+    lines = ["# Table 1, reproduced: FER2013, train -> PublicTest", ""]
+    if rows:
+        splits = sorted({f"{r.get('split')} ({r.get('n_test')} images)" for r in rows})
+        threads = sorted({r.get("threads") for r in rows})
+        lines += [f"Reported split: {', '.join(splits)}. Accuracy, mean per-class recall and macro-F1 in %; "
+                  f"the float model is the Keras model; int8 is the full-integer TFLite file; latency is batch-1 "
+                  f"p50 at {', '.join(map(str, threads))} thread(s) on LiteRT (XNNPACK). Train acc: the float "
+                  "model on a random subset of the training images, no augmentation.", "",
+                  "| recipe | " + " | ".join(h for h, _ in COLUMNS) + " |",
+                  "|---|" + "---|" * len(COLUMNS)]
+        for r in rows:
+            lines.append(f"| `{r['recipe']}` | " + " | ".join(f(r) for _, f in COLUMNS) + " |")
+        lines += ["", "\\* paper figures are quoted, not measured here; where each was read is listed below.", ""]
+        notes = [(r["recipe"], r) for r in rows if r.get("budget_note") or r.get("deviations") or r.get("from_convert")]
+        if notes:
+            lines += ["Per-row notes:", ""]
+            for name, r in notes:
+                extra = []
+                if r.get("from_convert"):
+                    extra.append(f"benched from the existing convert output `{r.get('convert_dir')}`")
+                if r.get("deviations"):
+                    extra.append("differs from its recipe: " + "; ".join(r["deviations"]))
+                if r.get("budget_scale", 1.0) != 1.0:
+                    extra.append(f"run at --budget-scale {r['budget_scale']:g}")
+                lines.append(f"- `{name}`: " + " ".join(x for x in [r.get("budget_note", "")] if x)
+                             + (" (" + "; ".join(extra) + ")" if extra else ""))
+            lines.append("")
+        machines = sorted({f"{(r.get('machine') or {}).get('cpu')}, {(r.get('machine') or {}).get('tflite_runtime')}"
+                           for r in rows})
+        lines += [f"Machine: {'; '.join(machines)}.", ""]
+    paper = {}
+    for src in [(r["recipe"], r.get("paper")) for r in rows] + [(n, d.get("paper")) for n, d in pending]:
+        name, p = src
+        if p and p.get("test_accuracy") is not None:
+            paper.setdefault((p["test_accuracy"], p.get("note", ""), p.get("source", "")), []).append(name)
+    if paper:
+        lines += ["## The paper's figures (quoted, not measured here)", "",
+                  "| paper figure % | what it is | quoted from | our recipes |", "|---|---|---|---|"]
+        for (acc, note, source), names in sorted(paper.items(), key=lambda kv: -kv[0][0]):
+            lines.append(f"| {acc:.2f} | {note} | {source} | {', '.join(f'`{n}`' for n in names)} |")
+        lines.append("")
+    if pending:
+        lines += ["## Recipes without a row yet", "",
+                  "Set up and validated, but not run on this machine (2 CPU cores): each needs hours of training. "
+                  "Run one with the command beside it; `--from-convert DIR` benches a convert output trained elsewhere.",
+                  "",
+                  "| recipe | row | command | budget |", "|---|---|---|---|"]
+        for name, d in pending:
+            lines.append(f"| `{name}` | {d.get('row', '')} | `fer-edge recipe converters/{name}.yaml` | "
+                         f"{d.get('budget_note', '')} |")
+        lines.append("")
+    lines += ["Regenerate: `.venv/bin/python benchmarks/table1.py` (rows: `fer-edge recipe converters/<recipe>.yaml`).",
+              ""]
+    return "\n".join(lines)
+
+
+def render_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["recipe"] + [h for h, _ in COLUMNS])
+    for r in rows:
+        w.writerow([r["recipe"]] + [f(r) for _, f in COLUMNS])
+    return buf.getvalue()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+    ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results" / "table1")
+    ap.add_argument("--recipes", type=Path, default=ROOT / "converters")
+    a = ap.parse_args(argv)
+    from fer_edge.atomic import atomic_write_text
+
+    rows = load_rows(a.results)
+    pending = pending_recipes(a.recipes, {r["recipe"] for r in rows}) if a.recipes.is_dir() else []
+    atomic_write_text(a.results / "table1.md", render_md(rows, pending))
+    atomic_write_text(a.results / "table1.csv", render_csv(rows))
+    print(f"{len(rows)} row(s), {len(pending)} recipe(s) not run -> {a.results / 'table1.md'}, table1.csv")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
