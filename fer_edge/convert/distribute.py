@@ -50,6 +50,10 @@ def make_scope(name: str) -> tuple[Callable[[], ContextManager], int]:
     """(a factory of the scope that model building and compiling must run in, number of replicas)."""
     if name in ("default", "", None):
         return contextlib.nullcontext, 1
+    if name not in STRATEGIES:
+        from fer_edge.errors import UnknownNameError
+
+        raise UnknownNameError("strategy", name, strategy_names())
     strategy = STRATEGIES.get(name)()
     return strategy.scope, int(strategy.num_replicas_in_sync)
 
