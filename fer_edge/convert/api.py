@@ -394,6 +394,8 @@ def convert(cfg: ConvertConfig, console=None) -> ConvertResult:
         "config": cfg.model_dump(mode="json"),
         "labels": labels, "preprocess": preprocess.model_dump(), "model": info,
         "data": {"source": str(ds.source), "kind": ds.kind, "counts": counts, "skipped": len(skipped),
+                 # every unusable file by name (the console shows the first few)
+                 "skipped_files": [{"key": s.key, "reason": s.reason} for s in [*ds.skipped, *skipped]],
                  "test_split": test_name},
         "audit_warnings": warnings, "class_weights": cw, "best_lr": best_lr, "runs": runs,
         "metrics": metrics, "sizes": sizes, "paths": {k: str(v) for k, v in paths.items()},

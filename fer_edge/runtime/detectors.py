@@ -101,7 +101,10 @@ class YuNetDetector:
             if not path.is_file():
                 raise ModelError(f"YuNet model not found: {path}")
             try:
-                self._net = cv2.FaceDetectorYN.create(str(path), "", self._size, float(score_threshold),
+                from fer_edge.runtime.sources import opencv_path
+
+                self._net = cv2.FaceDetectorYN.create(opencv_path(path, "YuNet model"), "", self._size,
+                                                      float(score_threshold),
                                                       float(nms_threshold), int(top_k))
             except cv2.error as exc:
                 raise ModelError(f"{path}: OpenCV cannot load this YuNet model ({exc})") from exc

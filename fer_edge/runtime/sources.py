@@ -31,6 +31,23 @@ class SourceError(RuntimeError):
     """A camera or stream failed (disconnected, unreadable); the capture loop retries it with backoff."""
 
 
+def printable_name(name: str) -> str:
+    """A file name as JSON and logs can carry it: bytes that are not UTF-8 shown as \\xNN escapes."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def opencv_path(path: str | os.PathLike, what: str) -> str:
+    """`path` as OpenCV may be given it. OpenCV 4.12 dies with SIGSEGV (measured) when a path holds a name
+    that is not valid UTF-8 (Python carries those bytes as surrogates), so refuse it with the fix instead."""
+    text = os.fspath(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise DataError(f"{what} {printable_name(text)}: the name is not valid UTF-8 and OpenCV cannot open it; "
+                        "rename the file (e.g. convmv -f latin1 -t utf8 --notest FILE)") from None
+    return text
+
+
 @dataclass
 class Frame:
     index: int                               # position in the run (set by the capture loop)
@@ -264,7 +281,7 @@ class VideoSource(_OpenCVCapture):
 
         if self.finite and not Path(self.path).is_file():
             raise DataError(f"video file not found: {self.path}")
-        cap = cv2.VideoCapture(self.path)
+        cap = cv2.VideoCapture(opencv_path(self.path, "video"))
         if not cap.isOpened():
             cap.release()
             if self.finite:
@@ -303,27 +320,31 @@ class ImageFolderSource:
     def open(self, resume: int = 0) -> None:
         if not self.path.is_dir():
             raise DataError(f"image folder not found: {self.path}")
-        self.files = sorted(p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        # Not is_file(): a dangling or self-looping symlink is listed, so read() names it as skipped.
+        self.files = sorted(p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir())
         if not self.files:
             raise DataError(f"{self.path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
         self.position = resume
 
     def read(self) -> Frame | None:
-        import cv2
+        # The data side's decoder: it reads bytes (any file-name encoding; cv2.imread crashes on some),
+        # refuses truncated files and decompression bombs from the header, and says why.
+        from fer_edge.data.images import BadImageError, decode_image
 
         while self.position < len(self.files):
             p = self.files[self.position]
             self.position += 1
+            name = printable_name(p.name)
             t0 = time.perf_counter()
-            bgr = cv2.imread(str(p), cv2.IMREAD_COLOR)
-            if bgr is None:
-                reason = "not a readable image"
-                self.skipped.append((p.name, reason))
+            try:
+                img = decode_image(p, key=name)
+            except BadImageError as exc:
+                self.skipped.append((name, exc.reason))
                 if self.on_skip:
-                    self.on_skip(p.name, reason)
+                    self.on_skip(name, exc.reason)
                 continue
-            rgb = bgr_to_rgb(bgr)
-            return Frame(index=-1, image=rgb, timestamp=time.time(), file=p.name, position=self.position - 1,
+            rgb = np.ascontiguousarray(np.repeat(img[:, :, None], 3, axis=2) if img.ndim == 2 else img)
+            return Frame(index=-1, image=rgb, timestamp=time.time(), file=name, position=self.position - 1,
                          capture_ms=(time.perf_counter() - t0) * 1000)
         return None
 
