@@ -127,18 +127,17 @@ def _load_split(name: str, samples, spec, labels, progress):
     return x, y, skipped
 
 
-def _audit(ds, console, progress) -> list[str]:
+def _audit(ds, console, progress, size: int) -> list[str]:
+    """The data audit before training; its warnings are printed loudly (a blurred training split or
+    splits that differ in distribution silently cap a model, see the FER2013 notes in the README)."""
+    from fer_edge.data.audit import run_audit
+
+    task = progress.add_task("audit data", total=len(ds.samples), stats="")
     try:
-        from fer_edge.data.audit import run_audit
-    except ImportError:  # the data side ships the audit; without it convert still runs
-        console.print("[yellow]note:[/] data audit unavailable in this install; skipped")
-        return []
-    task = progress.add_task("audit data", total=None, stats="")
-    try:
-        report = run_audit(ds, progress=None)
+        report = run_audit(ds, spec_size=size, progress=lambda n: progress.advance(task, n))
     finally:
         progress.remove_task(task)
-    warnings = [str(w) for w in getattr(report, "warnings", [])]
+    warnings = [str(w) for w in report.warnings]
     for w in warnings:
         console.print(f"[bold yellow on red] DATA WARNING [/] [bold yellow]{w}[/]", highlight=False)
     return warnings
@@ -191,6 +190,19 @@ def _external_model(cfg: ConvertConfig, console):
     return model, info, spec, labels
 
 
+def _balanced_subset(samples, labels: list[str], n: int, seed: int) -> list:
+    """Up to n samples, round robin over classes (random within a class), in their original order."""
+    rng = np.random.default_rng(seed)
+    pools = {lab: [i for i, s in enumerate(samples) if s.label == lab] for lab in labels}
+    pools = {k: list(rng.permutation(v)) for k, v in pools.items() if v}
+    picked: list[int] = []
+    while len(picked) < min(n, len(samples)) and any(pools.values()):
+        for pool in pools.values():
+            if pool and len(picked) < n:
+                picked.append(int(pool.pop()))
+    return [samples[i] for i in sorted(picked)]
+
+
 def _write_log(path: Path, rows: list[dict]) -> None:
     if not rows:
         return
@@ -205,15 +217,15 @@ def _write_log(path: Path, rows: list[dict]) -> None:
 def _summary_table(console, export, test_name: str | None):
     from rich.table import Table
 
-    t = Table(title="fer-edge convert (recall = mean per-class recall; agree = top-1 agreement with float)",
-              title_justify="left")
+    t = Table(title="fer-edge convert: recall = mean per-class recall, agree = top-1 agreement with float"
+              + (f", test = the '{test_name}' split" if test_name else ""), title_justify="left")
     t.add_column("variant")
     t.add_column("val acc", justify="right")
     t.add_column("val recall", justify="right")
     t.add_column("agree", justify="right")
     if test_name:
-        t.add_column(f"{test_name} acc", justify="right")
-        t.add_column(f"{test_name} recall", justify="right")
+        t.add_column("test acc", justify="right")
+        t.add_column("test recall", justify="right")
     t.add_column("size", justify="right")
 
     def pct(v):
@@ -286,12 +298,15 @@ def convert(cfg: ConvertConfig, console=None) -> ConvertResult:
         ds = open_dataset(cfg.data, cfg.kind, labels if external else cfg.labels)
         labels = list(ds.labels)
         t0 = time.perf_counter()
-        warnings = _audit(ds, console, progress)
+        warnings = _audit(ds, console, progress, preprocess.input_size)
         timings["audit"] = time.perf_counter() - t0
         splits = make_splits(ds, val_fraction=cfg.val_fraction, seed=cfg.seed)
         test_name = next((n for n in TEST_SPLITS if splits.get(n)), None) if cfg.eval_test else None
         t0 = time.perf_counter()
         arrays, skipped = {}, []
+        if external:
+            # No training: the train split only feeds int8 calibration, so only that many crops are decoded.
+            splits["train"] = _balanced_subset(splits.get("train", []), labels, cfg.calib_images, cfg.seed)
         for name in ["train", "val"] + ([test_name] if test_name else []):
             x, y, sk = _load_split(name, splits.get(name, []), preprocess, labels, progress)
             arrays[name] = (x, y)
