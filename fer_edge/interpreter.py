@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fer_edge.errors import ModelError, RuntimeUnavailableError
+from fer_edge.errors import ConfigError, MetadataError, ModelError, RuntimeUnavailableError
 from fer_edge.metadata import ModelMetadata, read_metadata
 
 RUNTIMES = ("ai_edge_litert", "tflite_runtime", "tensorflow")
@@ -61,6 +61,56 @@ def find_runtime(prefer: str | None = None) -> Runtime:
         "no TFLite runtime could be imported (" + "; ".join(errors) + "). "
         "Install one: pip install 'fer-edge[device]' (ai-edge-litert)."
     )
+
+
+def resolve_metadata(path: str | os.PathLike, labels: list[str] | None = None, input_size: int | None = None,
+                     color: str | None = None) -> ModelMetadata:
+    """A model's own fer-edge metadata; for a .tflite exported elsewhere (none inside, no sidecar), one
+    built from explicit labels (output order), input size and colour, checked against the model's tensors.
+
+    Explicit values that contradict a model's own metadata are an error: they would mislabel results.
+    """
+    from fer_edge.labels import canonical_label
+    from fer_edge.preprocess import PreprocessSpec
+
+    path = Path(path)
+    given = [canonical_label(x) for x in labels] if labels else None
+    try:
+        meta = read_metadata(path)
+    except MetadataError:
+        if not given or not input_size:
+            raise
+        return _explicit_metadata(path, given, int(input_size), color, PreprocessSpec)
+    clashes = [f"{what} {want} (the model says {have})" for what, want, have in (
+        ("--labels", given, meta.labels), ("--input-size", input_size, meta.preprocess.input_size),
+        ("--color", color, meta.preprocess.color)) if want is not None and want != have]
+    if clashes:
+        raise ConfigError(f"{path} carries its own metadata, which the explicit settings contradict: "
+                          f"{'; '.join(clashes)}. Leave them out (they are only for models without metadata).")
+    return meta
+
+
+def _explicit_metadata(path: Path, labels: list[str], size: int, color: str | None, spec_cls) -> ModelMetadata:
+    try:
+        interp = find_runtime().interpreter_cls(model_path=str(path))
+        inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    except (ValueError, RuntimeError) as exc:
+        raise ModelError(f"{path}: the interpreter cannot load it ({exc}). If the file is truncated, copy or "
+                         "re-export it.") from exc
+    shape = [int(v) for v in inp["shape"]]
+    channels = shape[-1] if len(shape) == 4 else None
+    if len(shape) != 4 or shape[1:3] != [size, size] or channels not in (1, 3):
+        raise ModelError(f"{path}: input shape {shape} is not (1, {size}, {size}, 1 or 3) as --input-size {size} says")
+    model_color = "grey" if channels == 1 else "rgb"
+    if color is not None and color != model_color:
+        raise ModelError(f"{path}: --color {color} but the model takes {channels}-channel input ({model_color})")
+    k = int(out["shape"][-1])
+    if len(labels) != k:
+        raise ModelError(f"{path}: --labels names {len(labels)} classes but the model has {k} outputs")
+    in_dt, out_dt = np.dtype(inp["dtype"]).name, np.dtype(out["dtype"]).name
+    return ModelMetadata(labels=labels, preprocess=spec_cls(input_size=size, color=model_color),
+                         variant="int8" if in_dt in ("int8", "uint8") else "fp32", input_dtype=in_dt,
+                         output_dtype=out_dt, extra={"metadata": "explicit labels/input size/colour; none in the file"})
 
 
 def default_threads() -> int:
@@ -132,6 +182,16 @@ class TFLiteModel:
                 f"{self.path}: input shape {shape} disagrees with its metadata "
                 f"{self.metadata.preprocess.shape}; re-export the model"
             )
+        # The variant the metadata promises must be the one in the file (a sidecar .json copied beside
+        # another export would otherwise pass a float model off as int8, or the reverse).
+        integer_input = self.input_dtype in (np.int8, np.uint8)
+        if (self.metadata.variant == "int8") != integer_input:
+            raise ModelError(
+                f"{self.path}: its metadata says variant {self.metadata.variant}, but the model takes "
+                f"{self.input_dtype.name} input, which is "
+                f"{'an int8 export' if integer_input else 'a float export, not int8'}. The metadata belongs to "
+                "another export (a sidecar .json copied beside the wrong model?); re-export, or copy the "
+                "matching .json")
 
     def _load_delegate(self, spec: str) -> list | None:
         """Load an external delegate library; fall back to the CPU with a clear note if it cannot load."""

@@ -20,6 +20,12 @@ def parse_threads(text: str) -> list[int]:
     return out
 
 
+def _color(text: str | None) -> str | None:
+    if text is not None and text not in ("grey", "rgb"):
+        raise ConfigError(f"--color takes grey or rgb, got '{text}'")
+    return text
+
+
 def register(app: typer.Typer) -> None:
     """Add this side's commands to the main app."""
 
@@ -47,6 +53,11 @@ def register(app: typer.Typer) -> None:
         isolate: bool = typer.Option(True, "--isolate/--in-process",
                                      help="time each variant in a fresh process (clean memory peaks)"),
         speed: bool = typer.Option(True, "--speed/--no-speed", help="--no-speed: accuracy and gate only"),
+        labels: Optional[str] = typer.Option(None, "--labels", help="for a .tflite without fer-edge metadata: "
+                                             "its labels in output order, comma separated"),
+        input_size: Optional[int] = typer.Option(None, "--input-size", min=8,
+                                                 help="for a .tflite without metadata: its input side"),
+        color: Optional[str] = typer.Option(None, "--color", help="for a .tflite without metadata: grey or rgb"),
     ) -> None:
         """Accuracy, per-class recall, speed, size and memory of each model variant, side by side."""
         from rich.console import Console
@@ -58,7 +69,8 @@ def register(app: typer.Typer) -> None:
         result = run_bench(models, source, split=split, threads=parse_threads(threads), runs=runs, warmup=warmup,
                            max_seconds=max_seconds, limit=limit, max_drop=max_drop, max_class_drop=max_class_drop,
                            out=out, console=console, data_kind=data_kind, isolate=isolate, plots=plots,
-                           speed=speed)
+                           speed=speed, labels=[x.strip() for x in labels.split(",") if x.strip()] if labels else None,
+                           input_size=input_size, color=_color(color))
         if not any(v.ok for v in result.variants):
             raise ModelError("no variant could be benchmarked: "
                              + "; ".join(f"{v.name}: {v.error}" for v in result.variants))

@@ -143,6 +143,9 @@ def run_bench(
     isolate: bool = True,
     plots: bool = True,
     speed: bool = True,
+    labels: list[str] | None = None,
+    input_size: int | None = None,
+    color: str | None = None,
 ) -> BenchResult:
     """Benchmark model variants on one labelled split.
 
@@ -152,10 +155,11 @@ def run_bench(
     max_drop/max_class_drop: gate limits in percentage points (see BenchResult.raise_for_gate).
     out: folder for bench.json/.csv/.md and the plots. isolate: time each variant in a fresh process.
     speed: False scores accuracy only (what a gate needs, in a fraction of the time).
+    labels/input_size/color: for .tflite files without fer-edge metadata (exported elsewhere).
     """
     t_start = time.perf_counter()
     thread_plan, warnings = plan_threads(threads)
-    refs = resolve_models(models)
+    refs = resolve_models(models, labels, input_size, color)
     if not refs:
         raise ConfigError("no models given; name convert output folders, .tflite files or a .keras model")
     bd: BenchData = bench_data(data, split, limit, data_kind)

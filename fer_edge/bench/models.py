@@ -96,8 +96,10 @@ def _keras_metadata(path: Path, siblings: list[Path]) -> tuple[ModelMetadata, st
         raise first
 
 
-def resolve_models(paths: list[str | os.PathLike]) -> list[ModelRef]:
-    """Expand folders, read each variant's metadata; unreadable metadata becomes an error on that variant."""
+def resolve_models(paths: list[str | os.PathLike], labels: list[str] | None = None, input_size: int | None = None,
+                   color: str | None = None) -> list[ModelRef]:
+    """Expand folders, read each variant's metadata; unreadable metadata becomes an error on that variant.
+    labels/input_size/color describe .tflite files exported without fer-edge metadata."""
     files: list[Path] = []
     for p in paths:
         for f in _expand(Path(p)):
@@ -114,7 +116,9 @@ def resolve_models(paths: list[str | os.PathLike]) -> list[ModelRef]:
             if kind == "keras":
                 ref.metadata, ref.note = _keras_metadata(f, files + [x for x in f.parent.glob("*.tflite")])
             else:
-                ref.metadata = read_metadata(f)
+                from fer_edge.interpreter import resolve_metadata
+
+                ref.metadata = resolve_metadata(f, labels, input_size, color)
         except FerEdgeError as exc:
             ref.error = str(exc)
         refs.append(ref)

@@ -2,7 +2,8 @@
 
 Everything the device needs to know about the model - labels in order, input size, colour mode,
 crop margin - comes from the metadata inside the .tflite. There are no device-side defaults: a
-model without fer-edge metadata is refused with the fix.
+model without fer-edge metadata is refused with the fix, unless its labels and input size are
+given explicitly (classifier.labels / input_size / color, or --labels / --input-size / --color).
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fer_edge.interpreter import TFLiteModel, default_threads
+from fer_edge.errors import ConfigError
+from fer_edge.interpreter import TFLiteModel, default_threads, resolve_metadata
 from fer_edge.preprocess import PreprocessSpec
 
 log = logging.getLogger("fer_edge.runtime.classifier")
@@ -20,9 +22,15 @@ log = logging.getLogger("fer_edge.runtime.classifier")
 
 class Classifier:
     def __init__(self, model: str | Path, threads: int | None = None, delegate: str | None = None,
-                 runtime: str | None = None):
+                 runtime: str | None = None, labels: list[str] | None = None, input_size: int | None = None,
+                 color: str | None = None, require_variant: str | None = None):
         self.threads = int(threads) if threads else default_threads()
-        self.model = TFLiteModel(model, threads=self.threads, runtime=runtime, delegate=delegate)
+        meta = resolve_metadata(model, labels, input_size, color)
+        if require_variant and meta.variant != require_variant:
+            raise ConfigError(f"classifier.require_variant is {require_variant}, but {model} is the {meta.variant} "
+                              f"export ({meta.input_dtype} input); give model_{require_variant}.tflite from the "
+                              "same convert output, or drop the requirement")
+        self.model = TFLiteModel(model, threads=self.threads, metadata=meta, runtime=runtime, delegate=delegate)
         self.delegate_note = self.model.delegate_note
         if self.delegate_note:
             log.warning(self.delegate_note)

@@ -16,7 +16,8 @@ import typer
 
 
 def _overrides(model, source, outputs, loop, drop, threads, delegate, detector, detect_every, detect_width, max_faces,
-               min_face, score_threshold, align, max_frames, log_level) -> dict:
+               min_face, score_threshold, align, max_frames, log_level, labels=None, input_size=None, color=None,
+               require_variant=None) -> dict:
     """Only the flags that were given, shaped like the config file (flags win over the file)."""
     from fer_edge.runtime.config import source_from_spec
 
@@ -30,6 +31,10 @@ def _overrides(model, source, outputs, loop, drop, threads, delegate, detector, 
     put("classifier", "threads", threads)
     put("classifier", "delegate", delegate)
     put("classifier", "align", align)
+    put("classifier", "labels", [x.strip() for x in labels.split(",") if x.strip()] if labels else None)
+    put("classifier", "input_size", input_size)
+    put("classifier", "color", color)
+    put("classifier", "require_variant", require_variant)
     if source is not None:
         o["source"] = source_from_spec(source)
     put("source", "loop", True if loop else None)
@@ -83,6 +88,12 @@ def register(app: typer.Typer) -> None:
         score_threshold: Optional[float] = typer.Option(None, "--score-threshold", help="Detector score floor."),
         align: Optional[bool] = typer.Option(None, "--align/--no-align", help="Level the eyes before classifying."),
         max_frames: Optional[int] = typer.Option(None, "--max-frames", help="Stop after N frames."),
+        labels: Optional[str] = typer.Option(
+            None, "--labels", help="Model without fer-edge metadata only: its labels in output order, comma separated."),
+        input_size: Optional[int] = typer.Option(None, "--input-size", help="Model without metadata only: input side."),
+        color: Optional[str] = typer.Option(None, "--color", help="Model without metadata only: grey | rgb."),
+        require_variant: Optional[str] = typer.Option(
+            None, "--require-variant", help="Refuse a model of another variant: fp32 | fp16 | dynamic | int8."),
         log_level: Optional[str] = typer.Option(None, "--log-level", help="DEBUG | INFO | WARNING | ERROR"),
         validate_config: bool = typer.Option(
             False, "--validate-config", help="Check the configuration (and the model's metadata), then exit."),
@@ -92,7 +103,7 @@ def register(app: typer.Typer) -> None:
 
         overrides = _overrides(str(model) if model else None, source, output, loop, drop, threads, delegate, detector,
                                detect_every, detect_width, max_faces, min_face, score_threshold, align, max_frames,
-                               log_level)
+                               log_level, labels, input_size, color, require_variant)
         if config is None and "source" not in overrides:
             from fer_edge.errors import ConfigError
 
@@ -140,7 +151,7 @@ def register(app: typer.Typer) -> None:
 def _print_validated(cfg) -> None:
     from rich.console import Console
 
-    from fer_edge.metadata import read_metadata
+    from fer_edge.interpreter import resolve_metadata
 
     con = Console()
     src = cfg.source
@@ -148,7 +159,8 @@ def _print_validated(cfg) -> None:
               f"{getattr(src, 'path', getattr(src, 'device', ''))}, detector {cfg.detector.type} "
               f"(every {cfg.detector.every} frame(s)), outputs: {', '.join(o.type for o in cfg.outputs) or 'none'}")
     if cfg.classifier.model is not None:
-        meta = read_metadata(cfg.require_model())
+        c = cfg.classifier
+        meta = resolve_metadata(cfg.require_model(), c.labels, c.input_size, c.color)
         con.print(f"model {cfg.classifier.model}: {meta.backbone} {meta.variant}, input {meta.preprocess.shape} "
                   f"{meta.preprocess.color}, labels {', '.join(meta.labels)}")
     else:

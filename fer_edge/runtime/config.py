@@ -86,6 +86,13 @@ class ClassifierConfig(_Strict):
     delegate: str | None = None                   # path of an external delegate library; falls back to CPU
     runtime: Literal["ai_edge_litert", "tflite_runtime", "tensorflow"] | None = None
     align: bool = False                           # level the eyes before classifying (needs landmarks)
+    # Only for a .tflite exported elsewhere, without fer-edge metadata: its labels in output order,
+    # input side and colour (a model that carries metadata must not be contradicted).
+    labels: list[str] | None = Field(None, min_length=2)
+    input_size: int | None = Field(None, ge=8, le=1024)
+    color: Literal["grey", "rgb"] | None = None
+    # Refuse a model of any other variant, e.g. int8 for an integer-only accelerator.
+    require_variant: Literal["fp32", "fp16", "dynamic", "int8"] | None = None
 
 
 class DetectorConfig(_Strict):
