@@ -147,6 +147,12 @@ class DaemonConfig(_Strict):
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
 
+    @field_validator("outputs", mode="before")
+    @classmethod
+    def _urls(cls, v: Any) -> Any:
+        # A config file may list sinks as the URLs the command line takes ("jsonl:-", "mqtt://host/prefix").
+        return [parse_sink_url(x) if isinstance(x, str) else x for x in v] if isinstance(v, list) else v
+
     @model_validator(mode="after")
     def _privacy(self) -> "DaemonConfig":
         if self.privacy.forbid_frames:
@@ -276,8 +282,25 @@ def _describe(err: ValidationError, lines: YamlLines | None, source: str) -> str
         elif e["type"] == "missing":
             out.append(f"{where}{shown}: required key is missing")
         else:
-            out.append(f"{where}{shown}: {e['msg']} (got {e.get('input')!r})")
+            secret = any("password" in str(part) for part in loc)
+            got = "***" if secret else repr(_redacted(e.get("input")))
+            out.append(f"{where}{shown}: {e['msg']} (got {got})")
     return "invalid configuration:\n  " + "\n  ".join(out)
+
+
+def _redacted(value: Any, _path: tuple = ()) -> Any:
+    """`value` as an error message may quote it: passwords masked (messages end up in logs); a YAML
+    alias that contains itself is shown once."""
+    if isinstance(value, (dict, list)):
+        if id(value) in _path:
+            return "..."
+        _path = (*_path, id(value))
+    if isinstance(value, dict):
+        return {k: "***" if "password" in str(k) and not str(k).endswith("_file") else _redacted(v, _path)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redacted(v, _path) for v in value]
+    return value
 
 
 def read_config_file(path: str | Path) -> tuple[dict, YamlLines]:
@@ -287,7 +310,12 @@ def read_config_file(path: str | Path) -> tuple[dict, YamlLines]:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")
-    text = p.read_text(encoding="utf-8")
+    raw = p.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise ConfigError(f"{p}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); save the file as UTF-8") from None
     try:
         data = yaml.safe_load(text)
         lines = YamlLines(text)
@@ -295,11 +323,43 @@ def read_config_file(path: str | Path) -> tuple[dict, YamlLines]:
         mark = getattr(exc, "problem_mark", None)
         where = f"{p}:{mark.line + 1}" if mark is not None else str(p)
         raise ConfigError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    dupe = _duplicate_key(lines.root)
+    if dupe is not None:
+        key, first, second = dupe
+        raise ConfigError(f"{p}:{second}: key '{key}' is given twice (first on line {first}); YAML would silently "
+                          "keep only the last one - merge them into one")
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: the top level must be a mapping (classifier:, source:, ...), got {type(data).__name__}")
     return data, lines
+
+
+def _duplicate_key(node, visited: set | None = None) -> tuple[str, int, int] | None:
+    """The first mapping key written twice anywhere in a composed YAML document: (key, line, line).
+    Aliases share nodes (and may form cycles), so each node is visited once."""
+    import yaml
+
+    visited = set() if visited is None else visited
+    if node is None or id(node) in visited:
+        return None
+    visited.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for k, v in node.value:
+            if isinstance(k, yaml.ScalarNode) and k.tag != "tag:yaml.org,2002:merge":
+                if k.value in seen:
+                    return k.value, seen[k.value], k.start_mark.line + 1
+                seen[k.value] = k.start_mark.line + 1
+            found = _duplicate_key(v, visited)
+            if found:
+                return found
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            found = _duplicate_key(item, visited)
+            if found:
+                return found
+    return None
 
 
 def merge(base: dict, override: dict) -> dict:

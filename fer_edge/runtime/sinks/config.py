@@ -174,11 +174,19 @@ def sink_config(value: object) -> SinkConfig:
     try:
         return _ADAPTER.validate_python(value)
     except ValidationError as e:
-        raise ConfigError(f"invalid sink {value!r}: {validation_message(e)}") from None
+        shown = ({k: "***" if k == "password" else v for k, v in value.items()} if isinstance(value, dict)
+                 else value)
+        raise ConfigError(f"invalid sink {shown!r}: {validation_message(e)}") from None
+
+
+def _masked(text: str) -> str:
+    """A sink URL with its password replaced (error messages end up in logs and the journal)."""
+    text = re.sub(r"^([a-zA-Z][a-zA-Z0-9+.-]*://[^:/@?#]*:)[^@/?#]*@", r"\1***@", text)
+    return re.sub(r"([?&]password=)[^&#]*", r"\1***", text)
 
 
 def _bad(text: str, why: str) -> ConfigError:
-    return ConfigError(f"cannot read sink '{text}': {why}. Valid forms: {' | '.join(VALID_FORMS)}")
+    return ConfigError(f"cannot read sink '{_masked(text)}': {why}. Valid forms: {' | '.join(VALID_FORMS)}")
 
 
 def _build(text: str, model: type[BaseModel], fields: dict) -> SinkConfig:

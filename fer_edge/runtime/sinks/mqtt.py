@@ -402,8 +402,8 @@ class MqttSink:
         if left:
             self.unflushed += left
             self.metrics.inc("sink_dropped", left, sink=self.name, reason="unflushed")
-            log.warning("mqtt sink '%s': %d buffered result(s) not delivered (broker %s)", self.name,
-                        left, "connected but slow" if connected else "unreachable")
+            log.warning("mqtt sink '%s': %d buffered result(s) not delivered (broker %s:%d %s)", self.name,
+                        left, self.config.host, self.config.port, "connected but slow" if connected else "unreachable")
         if connected:
             infos = self._clear_retained_tracks()
             infos.append(self.client.publish(self.status_topic, "offline", qos=1, retain=True))
