@@ -28,6 +28,12 @@ def images(tmp_path) -> Path:
     return folder
 
 
+@pytest.fixture(autouse=True)
+def wide_console(monkeypatch):
+    """rich folds long words (paths) when it wraps; a wide console keeps messages on one line."""
+    monkeypatch.setenv("COLUMNS", "1000")
+
+
 def said(capsys) -> str:
     """What the CLI printed on stderr, with rich's line wrapping undone."""
     return " ".join(capsys.readouterr().err.split())
