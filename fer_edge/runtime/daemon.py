@@ -34,7 +34,7 @@ _SOURCE_COMMON = {"type", "loop", "drop_stale", "max_frames", "retry_initial_s",
 def build_source(cfg: Any, on_skip=None) -> Source:
     """A source object from its config section, by registry name."""
     options = {k: v for k, v in cfg.model_dump().items() if k not in _SOURCE_COMMON}
-    if cfg.type == "images" and on_skip is not None:
+    if cfg.type in ("images", "video") and on_skip is not None:
         options["on_skip"] = on_skip
     return SOURCES.get(cfg.type)(**options)
 

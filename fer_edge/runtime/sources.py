@@ -268,8 +268,14 @@ def is_url(spec: str) -> bool:
 class VideoSource(_OpenCVCapture):
     """A video file (finite: every frame is processed) or a stream URL (live: stale frames dropped)."""
 
-    def __init__(self, path: str | os.PathLike):
+    # A file whose reads keep failing this many times in a row has ended; fewer, then a good frame,
+    # were damaged frames (OpenCV returns False for both, so reading on is the only way to tell).
+    MAX_UNREADABLE = 25
+
+    def __init__(self, path: str | os.PathLike, on_skip: Callable[[str, str], None] | None = None):
         self.path = str(path)
+        self.on_skip = on_skip
+        self.skipped: list[tuple[str, str]] = []
         self.finite = not is_url(self.path)
         self.live = not self.finite
         self.name = f"video:{self.path}"
@@ -296,10 +302,25 @@ class VideoSource(_OpenCVCapture):
     def read(self) -> Frame | None:
         ok, bgr, t0 = self._read_bgr()
         if not ok or bgr is None:
-            if self.finite:
+            if not self.finite:
+                raise SourceError(f"stream {self.path} stopped delivering frames")
+            # The end of the file, or a frame the decoder could not read: without this, a damaged
+            # frame ended the run there as if the file were over (measured: 10 of 30 frames).
+            for bad in range(1, self.MAX_UNREADABLE + 1):
+                ok, bgr, t0 = self._read_bgr()
+                if ok and bgr is not None:
+                    for _ in range(bad):
+                        self._skip(f"frame {self.position}", "could not be decoded (damaged video file?)")
+                        self.position += 1
+                    break
+            else:
                 return None
-            raise SourceError(f"stream {self.path} stopped delivering frames")
         return self._frame(bgr, t0)
+
+    def _skip(self, name: str, reason: str) -> None:
+        self.skipped.append((name, reason))
+        if self.on_skip:
+            self.on_skip(name, reason)
 
 
 @SOURCES.register("images", "image_folder", "folder")
