@@ -45,7 +45,7 @@ class ConvertConfig(BaseModel):
     variants: list[Literal["fp32", "fp16", "dynamic", "int8"]] = Field(default_factory=lambda: list(DEFAULT_VARIANTS))
     epochs: int = Field(2, ge=0)
     fine_tune_epochs: int = Field(8, ge=0)
-    fine_tune_lr_factor: float = Field(0.5, gt=0, le=1)
+    fine_tune_lr_factor: float = Field(1.0, gt=0, le=1)
     input_size: int | None = Field(None, ge=8, le=1024)
     color: Literal["grey", "rgb"] = "grey"
     weights: str = "auto"

@@ -64,8 +64,9 @@ def register(app: typer.Typer) -> None:
         epochs: int = typer.Option(2, "--epochs", help="Phase 1 epochs per learning rate: head only when the "
                                    "backbone is pretrained, the whole network from scratch."),
         fine_tune_epochs: int = typer.Option(8, "--fine-tune-epochs", help="Phase 2 epochs: whole network "
-                                             "unfrozen at lr x --fine-tune-lr-factor."),
-        fine_tune_lr_factor: float = typer.Option(0.5, "--fine-tune-lr-factor", help="Phase 2 learning rate = lr x this."),
+                                             "unfrozen, cosine-decayed rate."),
+        fine_tune_lr_factor: float = typer.Option(1.0, "--fine-tune-lr-factor", help="Phase 2 starts at lr x this "
+                                                  "and decays on a cosine to 5% of it."),
         input_size: Optional[int] = typer.Option(None, "--input-size", help="Model input side in px (default per "
                                                  "backbone: 96 for MobileNets/NASNet, 139 for InceptionV3)."),
         color: str = typer.Option("grey", "--color", help="grey (1-channel input, tiled to RGB inside the model) "

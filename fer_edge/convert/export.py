@@ -54,6 +54,7 @@ class CalibrationSet:
     x: np.ndarray                     # uint8 (N,S,S,C), exactly what the device feeds
     per_class: dict[str, int]
     sha256: str
+    on_yield: Callable[[], None] | None = None   # progress hook, called per crop the converter reads
 
     def metadata(self) -> Calibration:
         return Calibration(n_images=len(self.x), sha256=self.sha256, per_class=self.per_class)
@@ -109,7 +110,13 @@ def _int8(conv, tf, calib, int8_output):
         raise ModelError("int8 export needs calibration images (training crops); none were given")
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     # float32 of the uint8 crops: the model's own input scaling is part of the graph being calibrated.
-    conv.representative_dataset = lambda: ([calib.x[i:i + 1].astype(np.float32)] for i in range(len(calib.x)))
+    def representative():
+        for i in range(len(calib.x)):
+            if calib.on_yield is not None:
+                calib.on_yield()
+            yield [calib.x[i:i + 1].astype(np.float32)]
+
+    conv.representative_dataset = representative
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     # uint8 input: the board feeds raw pixels; the quantization parameters absorb the model's scaling.
     conv.inference_input_type = tf.uint8
@@ -305,7 +312,17 @@ def export_all(inp: ExportInputs, out: Path, progress=None, log: Callable[[str],
             if progress is not None:
                 progress.update(task, description=f"convert {v}")
             t0 = time.perf_counter()
-            data, in_dt, out_dt = convert_variant(saved, v, inp.calib if v == "int8" else None, inp.int8_output)
+            ctask = None
+            if v == "int8" and inp.calib is not None and progress is not None:
+                ctask = progress.add_task("calibrate int8", total=len(inp.calib.x), stats="")
+                inp.calib.on_yield = lambda: progress.advance(ctask)
+            try:
+                data, in_dt, out_dt = convert_variant(saved, v, inp.calib if v == "int8" else None,
+                                                      inp.int8_output)
+            finally:
+                if ctask is not None:
+                    progress.remove_task(ctask)
+                    inp.calib.on_yield = None
             info = inspect_tflite(data)
             verify(v, info)
             conv_s = time.perf_counter() - t0

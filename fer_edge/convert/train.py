@@ -33,9 +33,9 @@ PHASE_HEAD, PHASE_FULL = "head", "full"
 @dataclass
 class TrainConfig:
     epochs: int = 2                   # phase 1: head only (pretrained) or whole net (from scratch), at lr
-    fine_tune_epochs: int = 8         # phase 2: whole network unfrozen, at lr * fine_tune_lr_factor
+    fine_tune_epochs: int = 8         # phase 2: whole network unfrozen, lr * factor cosine-decayed to 5%
     lrs: list[float] = field(default_factory=lambda: [1e-3])
-    fine_tune_lr_factor: float = 0.5
+    fine_tune_lr_factor: float = 1.0
     batch_size: int = 32
     class_weights: bool = True
     augment: bool = True
