@@ -148,3 +148,30 @@ def test_every_exported_variant_agrees_with_its_tensors(tiny_tflite):
         m = TFLiteModel(tiny_tflite[v], threads=1)
         assert m.metadata.variant == v
         assert m.predict_one(np.zeros(m.metadata.preprocess.shape, np.uint8)).shape == (3,)
+
+
+def test_convert_on_a_broken_model_file_and_on_data_with_no_usable_image(tmp_path, capsys):
+    from badinput import write_bad_images
+
+    broken = tmp_path / "emotion_model.h5"
+    broken.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)           # an HDF5 signature, then nothing
+    data = tmp_path / "data"
+    for c in ("happy", "sad"):
+        write_bad_images(data / c)
+    for f in data.rglob("*"):
+        if f.is_file() and f.name.startswith("huge"):
+            f.unlink()                                             # keep the test light on disk reads
+    assert main(["convert", "--model", str(broken), "--data", str(data), "--out", str(tmp_path / "o")]) == 4
+    msg = said(capsys)
+    assert f"{broken}: Keras cannot load it" in msg
+    # only unusable and odd images: the odd ones load, so force a set where nothing is usable
+    for f in data.rglob("*"):
+        if f.is_file() and not any(k in f.name for k in ("empty", "truncated", "notes", "one_pixel")):
+            f.unlink()
+    assert main(["convert", "--data", str(data), "--out", str(tmp_path / "o2"), "--epochs", "1",
+                 "--fine-tune-epochs", "0", "--input-size", "32"]) == 3
+    cap = capsys.readouterr()
+    msg = " ".join((cap.out + cap.err).split())                   # the skipped files are listed on stdout
+    assert "need training and validation images" in msg
+    assert msg.count("empty file (0 bytes)") >= 2 and "truncated JPEG" in msg
+    assert not list((tmp_path / "o2").glob("model_*"))
