@@ -14,7 +14,7 @@ HELP = (
     "Fine-tune an ImageNet backbone on face crops and export self-describing TFLite models.\n\n"
     "[bold]Examples[/]\n\n"
     "[cyan]fer-edge convert --model mobilenet --int8[/]\n"
-    "The demo. No --data, so the generated synthetic face set is used (420 cartoon faces, 7 classes); "
+    "The demo. No --data, so the generated synthetic face set is used (840 cartoon faces, 7 classes); "
     "MobileNet v1 alpha 0.25 at 96 px from the ImageNet weights bundled with fer-edge; 2 head + 8 fine-tune "
     "epochs; int8 export only. About 1 minute on 2 CPU cores.\n\n"
     "[cyan]fer-edge convert --model mobilenet --data ../shared/data/fer2013 --int8 --fp32 --epochs 2 "

@@ -371,9 +371,9 @@ def open_dataset(path: str | Path | None, kind: str = "auto", labels: list[str] 
     class present is accepted (scoring a model on, say, a folder of happy faces).
     """
     if path is None or kind.lower() in ("synthetic", "demo"):
-        from fer_edge.data.synthetic import synthetic_set
+        from fer_edge.data.synthetic import DEMO_PER_CLASS, synthetic_set
 
-        return synthetic_set(labels=labels)
+        return synthetic_set(n_per_class=DEMO_PER_CLASS, labels=labels)
     p = Path(path).expanduser()
     if not p.exists():
         raise DataError(f"data path {p} does not exist; give a class-per-folder tree or a fer2013.csv")
