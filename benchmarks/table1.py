@@ -102,7 +102,8 @@ def render_md(rows: list[dict], pending: list[tuple[str, dict]] = ()) -> str:
         for r in rows:
             lines.append(f"| `{r['recipe']}` | " + " | ".join(f(r) for _, f in COLUMNS) + " |")
         lines += ["", "\\* paper figures are quoted, not measured here; where each was read is listed below.", ""]
-        notes = [(r["recipe"], r) for r in rows if r.get("budget_note") or r.get("deviations") or r.get("from_convert")]
+        notes = [(r["recipe"], r) for r in rows
+                 if r.get("budget_note") or r.get("notes") or r.get("deviations") or r.get("from_convert")]
         if notes:
             lines += ["Per-row notes:", ""]
             for name, r in notes:
@@ -113,7 +114,7 @@ def render_md(rows: list[dict], pending: list[tuple[str, dict]] = ()) -> str:
                     extra.append("differs from its recipe: " + "; ".join(r["deviations"]))
                 if r.get("budget_scale", 1.0) != 1.0:
                     extra.append(f"run at --budget-scale {r['budget_scale']:g}")
-                lines.append(f"- `{name}`: " + " ".join(x for x in [r.get("budget_note", "")] if x)
+                lines.append(f"- `{name}`: " + " ".join(x.strip() for x in [r.get("budget_note"), r.get("notes")] if x)
                              + (" (" + "; ".join(extra) + ")" if extra else ""))
             lines.append("")
         machines = sorted({f"{(r.get('machine') or {}).get('cpu')}, {(r.get('machine') or {}).get('tflite_runtime')}"
@@ -132,7 +133,9 @@ def render_md(rows: list[dict], pending: list[tuple[str, dict]] = ()) -> str:
         lines.append("")
     if pending:
         lines += ["## Recipes without a row yet", "",
-                  "Set up and validated, but not run on this machine (2 CPU cores): each needs hours of training. "
+                  "Set up and validated, but not run on this machine (2 CPU cores): each trains a whole network from "
+                  "scratch, three times (the learning-rate sweep), on backbones that cost several times more per "
+                  "image than MobileNet a0.25, whose 26 epochs took 25 minutes here. "
                   "Run one with the command beside it; `--from-convert DIR` benches a convert output trained elsewhere.",
                   "",
                   "| recipe | row | command | budget |", "|---|---|---|---|"]
