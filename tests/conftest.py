@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,16 @@ def shared() -> Path:
     if not (SHARED / "data").is_dir():
         pytest.skip(f"real data not available ({SHARED} missing)")
     return SHARED
+
+
+def wait_until(pred, timeout: float = 5.0) -> bool:
+    """Poll `pred` every 10 ms until it is true (True) or `timeout` seconds pass (False)."""
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def region_images(n: int, size: int = 32, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import wait_until
 from fer_edge.errors import ConfigError
 from fer_edge.runtime.metrics import Metrics
 from fer_edge.runtime.sinks import HttpSink, HttpSinkConfig, SinkSet, create_sinks
@@ -54,12 +55,7 @@ def served():
 
 
 def wait(pred, timeout=3.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
+    return wait_until(pred, timeout)
 
 
 def test_healthz_is_200_when_ok_and_503_with_the_reason_otherwise(served):

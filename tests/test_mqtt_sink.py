@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import wait_until
 from fer_edge.errors import ConfigError
 from fer_edge.runtime.metrics import Metrics
 from fer_edge.runtime.sinks import MqttSink, MqttSinkConfig, create_sinks
@@ -41,12 +42,7 @@ def cfg(port: int, **kw) -> MqttSinkConfig:
 
 
 def wait(pred, timeout=5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
+    return wait_until(pred, timeout)
 
 
 def test_documented_topics_carry_the_results(broker):
