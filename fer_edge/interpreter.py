@@ -214,8 +214,9 @@ class TFLiteModel:
         if dtype == np.float32:
             return x.astype(np.float32)
         scale, zero = self._in["quantization"]
-        if scale == 0:
-            return x.astype(dtype)
+        if scale == 0 or (scale == 1.0 and zero == 0 and x.dtype == dtype):
+            # fer-edge's int8 exports take raw uint8 pixels (scale 1, zero 0): the crop is already the input.
+            return x.astype(dtype, copy=False)
         info = np.iinfo(dtype)
         q = np.rint(x.astype(np.float32) / scale + zero)
         return np.clip(q, info.min, info.max).astype(dtype)
