@@ -96,10 +96,15 @@ def test_yaml_files_report_the_line_of_the_first_problem(tmp_path_factory, doc):
             assert 1 <= int(m.group(1)) <= n_lines + 1
 
 
+# PyYAML's emitter writes U+0085 (NEL) raw inside a quoted scalar and its parser then folds it into a
+# space: a PyYAML round-trip defect (the only code point affected), not one of the config loader.
+yaml_safe_text = st.text(min_size=1, max_size=20).filter(lambda t: "\x85" not in t)
+
+
 valid = st.fixed_dictionaries({
     "classifier": st.fixed_dictionaries({"threads": st.integers(1, 256), "align": st.booleans()}),
     "source": st.one_of(
-        st.fixed_dictionaries({"type": st.just("video"), "path": st.text(min_size=1, max_size=20),
+        st.fixed_dictionaries({"type": st.just("video"), "path": yaml_safe_text,
                                "loop": st.booleans(), "retry_initial_s": st.floats(0.01, 10),
                                "retry_max_s": st.floats(0.01, 600)}),
         st.fixed_dictionaries({"type": st.just("camera"), "device": st.one_of(st.integers(0, 9),
