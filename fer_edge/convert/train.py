@@ -58,6 +58,8 @@ class LrRun:
     pretrained: bool = False
     done: bool = False
     seconds: float = 0.0
+    machine: str = ""                 # where it trained (a run may train on a GPU box and export elsewhere)
+    note: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -130,6 +132,31 @@ def _jit_default() -> bool | str:
     except Exception:  # no GPU platform at all
         gpus = []
     return "auto" if gpus else False
+
+
+def training_machine() -> str:
+    """Where training runs, for the record: Keras backend and the first accelerator (else the CPU model)."""
+    import platform
+
+    import keras
+
+    backend = keras.backend.backend()
+    device = None
+    try:
+        gpus = keras.distribution.list_devices("gpu")
+    except Exception:  # no GPU platform at all
+        gpus = []
+    if gpus and backend == "jax":
+        import jax
+
+        device = f"{jax.devices()[0].device_kind} x{len(gpus)}"
+    elif gpus:
+        device = f"{len(gpus)} GPU(s)"
+    if device is None:
+        from fer_edge.bench.core import machine_info
+
+        device = f"{machine_info()['cpu']} ({os.cpu_count()} cores)"
+    return f"{device}, Keras {keras.__version__} / {backend}, {platform.node() or 'host'}"
 
 
 def _compile(model, lr: float, jit: bool | str | None = None) -> None:
@@ -231,7 +258,12 @@ def predict_probs(model, x: np.ndarray, batch_size: int = 256, distributed: bool
         return np.asarray(model.predict(x.astype(np.float32), batch_size=batch_size, verbose=0))
     out = []
     for i in range(0, len(x), batch_size):
-        out.append(np.asarray(model.predict_on_batch(x[i:i + batch_size].astype(np.float32))))
+        chunk = x[i:i + batch_size].astype(np.float32)
+        n = len(chunk)
+        if 0 < n < batch_size and len(x) > batch_size:
+            # Pad the last partial batch: under XLA a new batch shape is a whole new compile (TOOLCHAIN).
+            chunk = np.concatenate([chunk, np.zeros((batch_size - n,) + chunk.shape[1:], chunk.dtype)])
+        out.append(np.asarray(model.predict_on_batch(chunk))[:n])
     return np.concatenate(out) if out else np.zeros((0, model.output_shape[-1]), np.float32)
 
 
@@ -263,7 +295,9 @@ def train_lr(build: Callable[[], tuple], lr: float, data: dict[str, np.ndarray],
     if resume and state_path.is_file():
         saved = json.loads(state_path.read_text())
         run = LrRun(**saved)
-        if run.done and best_path.is_file():
+        if run.done:
+            # Its best weights may be absent (a run trained elsewhere brings back only the chosen rate's);
+            # train() checks the file of the rate it picks.
             return run
         if last_path.is_file() and run.epochs_done > 0:
             with scope():
@@ -280,6 +314,7 @@ def train_lr(build: Callable[[], tuple], lr: float, data: dict[str, np.ndarray],
             _set_phase(train_model, run.phase, pretrained, cfg.bn)
             _compile(train_model, lr * (plan[0][1] if plan else 1.0))
     pretrained = run.pretrained
+    run.machine = run.machine or training_machine()
     infer = train_model.get_layer("fer_classifier")
     x_tr, y_tr, x_val, y_val = data["x_train"], data["y_train"], data["x_val"], data["y_val"]
     t_start = time.perf_counter() - run.seconds
@@ -374,8 +409,12 @@ def train(build: Callable[[], tuple], data: dict[str, np.ndarray], labels: list[
     keras.utils.set_random_seed(cfg.seed)
     model, info = build()
     best_file = work_dir / _lr_tag(best.lr) / "best.weights.h5"
-    if best_file.is_file():
-        model.load_weights(best_file)
+    if not best_file.is_file():
+        from fer_edge.errors import ModelError
+
+        raise ModelError(f"the checkpoint of the chosen learning rate {best.lr:g} has no best weights "
+                         f"({best_file}); delete {work_dir} or pass --no-resume to train again")
+    model.load_weights(best_file)
     return TrainResult(model=model, info=info, runs=runs, best_lr=best.lr, class_weights=cw, n_replicas=n_replicas)
 
 
