@@ -33,7 +33,7 @@ from fer_edge.errors import ConfigError
 from fer_edge.runtime.metrics import Metrics
 from fer_edge.runtime.sinks.base import SINKS
 from fer_edge.runtime.sinks.config import HttpSinkConfig
-from fer_edge.runtime.sinks.encode import dumps, result_dict
+from fer_edge.runtime.sinks.encode import dumps, result_dict, result_json
 
 log = logging.getLogger("fer_edge.sinks.http")
 
@@ -297,7 +297,7 @@ class HttpSink:
     def latest_json(self) -> bytes:
         with self._lock:
             if self._latest_json is None:
-                self._latest_json = (dumps(result_dict(self._latest)) + "\n").encode("utf-8")
+                self._latest_json = (result_json(self._latest) + "\n").encode("utf-8")
             return self._latest_json
 
     def offer_frame(self, frame_rgb: Any, result: Any) -> None:

@@ -16,7 +16,7 @@ from fer_edge.errors import ConfigError
 from fer_edge.runtime.metrics import Metrics
 from fer_edge.runtime.sinks.base import SINKS
 from fer_edge.runtime.sinks.config import JsonlSinkConfig
-from fer_edge.runtime.sinks.encode import dumps, result_dict
+from fer_edge.runtime.sinks.encode import result_json
 
 
 @SINKS.register("jsonl")
@@ -49,7 +49,7 @@ class JsonlSink:
         return fh
 
     def publish(self, result: Any) -> None:
-        line = dumps(result_dict(result)) + "\n"
+        line = result_json(result) + "\n"
         if self._fh is None:
             raise RuntimeError(f"jsonl sink '{self.name}' is closed")
         n = len(line.encode("utf-8"))

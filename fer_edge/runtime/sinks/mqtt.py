@@ -44,7 +44,7 @@ from fer_edge.errors import ConfigError
 from fer_edge.runtime.metrics import Metrics
 from fer_edge.runtime.sinks.base import SINKS
 from fer_edge.runtime.sinks.config import MqttSinkConfig
-from fer_edge.runtime.sinks.encode import dumps, result_dict
+from fer_edge.runtime.sinks.encode import dumps, dumps_ready, result_data, result_json
 
 log = logging.getLogger("fer_edge.sinks.mqtt")
 
@@ -260,15 +260,15 @@ class MqttSink:
     def _messages(self, result: Any) -> list[tuple[str, str, int, bool]]:
         """The MQTT messages for one result, updating the per-track state it keeps."""
         c = self.config
-        d = result_dict(result)
+        d = result_data(result)           # shared with the other sinks: read-only
         now = time.monotonic()
         msgs: list[tuple[str, str, int, bool]] = []
         if c.publish_frames:
-            msgs.append((f"{self.prefix}/frame", dumps(d), c.qos, False))
+            msgs.append((f"{self.prefix}/frame", result_json(result), c.qos, False))
         lost = set()
         for ev in d.get("events") or []:
             msgs.append((f"{self.prefix}/events",
-                         dumps({**ev, "frame_index": d.get("frame_index"), "timestamp": d.get("timestamp")}),
+                         dumps_ready({**ev, "frame_index": d.get("frame_index"), "timestamp": d.get("timestamp")}),
                          c.qos, False))
             if ev.get("kind") == "track_lost":
                 lost.add(ev.get("track_id"))
@@ -281,7 +281,7 @@ class MqttSink:
             state.update(frame_index=d.get("frame_index"), timestamp=d.get("timestamp"))
             prev = self._tracks.get(tid)
             if prev is None or prev[1] != f.get("expression") or now - prev[2] >= c.state_interval_s:
-                payload = dumps(state)
+                payload = dumps_ready(state)
                 self._tracks[tid] = (payload, f.get("expression"), now)
                 msgs.append((self._track_topic(tid), payload, c.qos, True))
         # A track that vanished without a track_lost event (a tracker that forgot to say so)
@@ -301,7 +301,7 @@ class MqttSink:
                        "confidence": p.get("confidence") if p else None,
                        "probabilities": p.get("probabilities") if p else {},
                        "frame_index": d.get("frame_index"), "timestamp": d.get("timestamp")}
-            payload = dumps(summary)
+            payload = dumps_ready(summary)
             self._summary = (payload, key, now)
             msgs.append((f"{self.prefix}/summary", payload, c.qos, True))
         return msgs
