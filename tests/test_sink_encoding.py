@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import wait_until
 from fer_edge.runtime.metrics import Metrics
 from fer_edge.runtime.sinks import MqttSinkConfig, create_sinks
 from fer_edge.runtime.sinks.encode import dumps, result_dict, result_json
@@ -52,15 +53,18 @@ def run_sinks(tmp: Path, port: int) -> dict:
     out = tmp / "out.jsonl"
     # state_interval_s=0: state and summary go out for every frame, so the messages do not depend on timing
     mqtt = MqttSinkConfig(host="127.0.0.1", port=port, prefix=PREFIX, client_id="enc-test", node_id="cam",
-                          ha_discovery=False, state_interval_s=0.0, reconnect_min_s=0.1, reconnect_max_s=0.3)
+                          ha_discovery=False, state_interval_s=0.0, reconnect_min_s=0.1, reconnect_max_s=0.3,
+                          flush_timeout_s=10.0)
     sinks = create_sinks([{"type": "jsonl", "path": str(out)}, mqtt], Metrics())
     try:
+        # connected first, so a busy machine delays the test instead of failing its flush
+        assert wait_until(lambda: sinks.stats()["mqtt"]["sink"]["connected"], 10)
         for r in results():
             sinks.publish(r, wait_s=5)
     finally:
-        assert sinks.close(timeout=5) == {"jsonl": 0, "mqtt": 0}
+        assert sinks.close(timeout=10) == {"jsonl": 0, "mqtt": 0}
     # 4 frames, 5 events, 4 track states, 2 cleared states, 4 summaries, online, offline
-    assert sub.wait_for(lambda: len(sub.messages) >= 4 + 5 + 4 + 2 + 4 + 2), sub.messages
+    assert sub.wait_for(lambda: len(sub.messages) >= 4 + 5 + 4 + 2 + 4 + 2, 10), sub.messages
     sub.close()
     per_topic: dict[str, list[str]] = {}
     for topic, payload, _ in sub.messages:   # the broker keeps one client's order per topic
