@@ -35,7 +35,6 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -46,6 +45,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from _broker import Broker, BrokerError, free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "soak"
 PREFIX = "soak"
@@ -55,61 +56,8 @@ FPS_KEEP = 0.90
 _SAMPLE = re.compile(r'^(fer_edge_[a-z_]+)(\{[^}]*\})? ([-+0-9.eEinfaNn]+)$')
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def port_open(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.2)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
 # ---------------------------------------------------------------------------------------------
-# the broker and the subscriber that counts
-
-
-class Broker:
-    """mosquitto on loopback, persistence on (a restart keeps the subscriber's session)."""
-
-    def __init__(self, workdir: Path):
-        exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        if not Path(exe).is_file():
-            sys.exit("mosquitto is not installed (apt-get install mosquitto)")
-        self.exe, self.dir, self.port = exe, workdir, free_port()
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.proc: subprocess.Popen | None = None
-        import getpass
-
-        (self.dir / "mosquitto.conf").write_text("\n".join([
-            f"user {getpass.getuser()}", f"listener {self.port} 127.0.0.1", "allow_anonymous true",
-            "persistence true", f"persistence_location {self.dir}/", f"log_dest file {self.dir}/mosquitto.log",
-            # an offline persistent subscriber must not lose messages to the broker's own queue limit
-            "max_queued_messages 0", ""]))
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen([self.exe, "-c", str(self.dir / "mosquitto.conf")],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while not port_open(self.port):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                sys.exit(f"mosquitto did not start; see {self.dir}/mosquitto.log")
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.proc = None
-        deadline = time.monotonic() + 10
-        while port_open(self.port) and time.monotonic() < deadline:
-            time.sleep(0.02)
+# the subscriber that counts (the broker is benchmarks/_broker.py, shared with the MQTT tests)
 
 
 class Counter:
@@ -355,8 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     model, model_note = pick_model(args.model)
     video = work / "face_640x480.avi"
     make_video(video, args.video_frames)
-    broker = Broker(work / "broker")
-    broker.start()
+    # an offline persistent subscriber must not lose messages to the broker's own queue limit
+    broker = Broker(work / "broker", extra=["max_queued_messages 0"], log_all=False).start(timeout=10)
     counter = Counter(broker.port)
     http_port = free_port()
     cfg = work / "soak.yaml"
@@ -389,11 +337,11 @@ def main(argv: list[str] | None = None) -> int:
             now = time.monotonic()
             t = now - t0
             if outage_at is not None and not broker_down and outage is None and t >= outage_at:
-                broker.stop()
+                broker.stop(timeout=10)
                 broker_down, outage = True, [t, None]
                 print(f"  {t / 60:5.1f} min  broker stopped", flush=True)
             if broker_down and t >= outage[0] + args.broker_outage_s:
-                broker.start()
+                broker.start(timeout=10)
                 broker_down, outage[1] = False, t
                 print(f"  {t / 60:5.1f} min  broker restarted", flush=True)
             if now >= next_sample:
@@ -422,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         if daemon.poll() is None:
             daemon.kill()
         if broker_down:
-            broker.start()
+            broker.start(timeout=10)
     errlog.seek(0)
     log = errlog.read()
     errlog.close()
@@ -490,4 +438,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except BrokerError as e:
+        sys.exit(f"soak: {e}")

@@ -1,18 +1,16 @@
 """A real mosquitto broker on loopback for the MQTT tests, and a paho subscriber that collects.
 
-The broker runs with persistence on (in the test's tmp dir) so that a restart keeps retained
-messages and persistent subscriber sessions - as a production broker would.
+The broker is benchmarks/_broker.py's (persistence on, in the test's tmp dir, so that a restart
+keeps retained messages and persistent subscriber sessions - as a production broker would); this
+module adds the pytest side: skips, the `broker` fixture and the Collector.
 """
 
 from __future__ import annotations
 
-import getpass
+import importlib.util
 import json
 import os
-import shutil
-import signal
-import socket
-import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -20,84 +18,33 @@ from typing import Callable
 
 import pytest
 
-MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").is_file() else None)
-MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd")
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _load_broker_module():
+    """benchmarks/_broker.py (the broker starter the soak uses too), loaded by path: benchmarks/
+    is not a package and tests must not depend on the working directory."""
+    name = "fer_edge_bench_broker"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / "_broker.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
-def port_open(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.2)
-        return s.connect_ex(("127.0.0.1", port)) == 0
+_broker = _load_broker_module()
+MOSQUITTO, free_port, port_open = _broker.MOSQUITTO, _broker.free_port, _broker.port_open
 
 
-class Broker:
+class Broker(_broker.Broker):
+    """The shared broker; a test that needs what this machine lacks is skipped, not failed."""
+
     def __init__(self, workdir: Path, users: dict[str, str] | None = None, tls: dict[str, Path] | None = None):
-        self.dir = Path(workdir)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.users = users
-        self.tls = tls
-        self.proc: subprocess.Popen | None = None
-        self.log = self.dir / "mosquitto.log"
-        self.conf = self.dir / "mosquitto.conf"
-        # Started as root, mosquitto drops to the "mosquitto" user, which cannot read the test's
-        # private tmp dir; naming the current user keeps it (ignored when not root).
-        lines = [f"user {getpass.getuser()}", f"listener {self.port} 127.0.0.1", "persistence true",
-                 f"persistence_location {self.dir}/", f"log_dest file {self.log}", "log_type all"]
-        if users:
-            if not MOSQUITTO_PASSWD:
-                pytest.skip("mosquitto_passwd not installed (Debian package mosquitto)")
-            pw = self.dir / "passwd"
-            pw.write_text("")
-            for user, password in users.items():
-                subprocess.run([MOSQUITTO_PASSWD, "-b", str(pw), user, password], check=True,
-                               capture_output=True)
-            lines += ["allow_anonymous false", f"password_file {pw}"]
-        else:
-            lines.append("allow_anonymous true")
-        if tls:
-            lines += [f"cafile {tls['ca']}", f"certfile {tls['cert']}", f"keyfile {tls['key']}"]
-        self.conf.write_text("\n".join(lines) + "\n")
-
-    def start(self, timeout: float = 5.0) -> "Broker":
-        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE)
-        deadline = time.monotonic() + timeout
-        while not port_open(self.port):
-            if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
-                log = self.log.read_text(errors="replace") if self.log.exists() else ""
-                raise RuntimeError(f"mosquitto exited ({self.proc.returncode}): {err}\n{log[-2000:]}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"mosquitto did not listen on {self.port} within {timeout}s")
-            time.sleep(0.02)
-        return self
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        if self.proc and self.proc.stderr:
-            self.proc.stderr.close()
-        self.proc = None
-        # The port must be free before a restart binds it again.
-        deadline = time.monotonic() + 5
-        while port_open(self.port) and time.monotonic() < deadline:
-            time.sleep(0.02)
-
-    def restart(self) -> "Broker":
-        self.stop()
-        return self.start()
+        need_mosquitto()
+        if users and not _broker.MOSQUITTO_PASSWD:
+            pytest.skip("mosquitto_passwd not installed (Debian package mosquitto)")
+        super().__init__(workdir, users=users, tls=tls)
 
 
 def need_mosquitto() -> None:
