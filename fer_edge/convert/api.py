@@ -104,6 +104,27 @@ class ConvertResult:
     warnings: list[str] = field(default_factory=list)
 
 
+def train_config(cfg: ConvertConfig):
+    """The training settings of a conversion (fer_edge.convert.train.TrainConfig)."""
+    from fer_edge.convert.train import TrainConfig
+
+    return TrainConfig(epochs=cfg.epochs, fine_tune_epochs=cfg.fine_tune_epochs, lrs=cfg.lrs,
+                       fine_tune_lr_factor=cfg.fine_tune_lr_factor, batch_size=cfg.batch_size,
+                       class_weights=cfg.class_weights, augment=cfg.augment, patience=cfg.patience,
+                       seed=cfg.seed, strategy=cfg.strategy, bn=cfg.bn)
+
+
+def classifier_builder(cfg: ConvertConfig, preprocess: PreprocessSpec, n_classes: int):
+    """A no-argument function that builds a fresh (model, info) for this conversion's backbone."""
+    from fer_edge.convert import backbones as bb
+
+    def build():
+        return bb.build_classifier(cfg.model, preprocess, n_classes, weights=cfg.weights, alpha=cfg.alpha,
+                                   dropout=cfg.dropout)
+
+    return build
+
+
 def default_out(model: str) -> Path:
     stem = Path(model).stem if Path(model).suffix.lower() in MODEL_SUFFIXES else model
     return Path("runs") / f"{stem}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
@@ -327,12 +348,9 @@ def convert(cfg: ConvertConfig, console=None) -> ConvertResult:
         best_lr = None
         cw = None
         if not external:
-            from fer_edge.convert.train import TrainConfig, train
+            from fer_edge.convert.train import train
 
-            tcfg = TrainConfig(epochs=cfg.epochs, fine_tune_epochs=cfg.fine_tune_epochs, lrs=cfg.lrs,
-                               fine_tune_lr_factor=cfg.fine_tune_lr_factor, batch_size=cfg.batch_size,
-                               class_weights=cfg.class_weights, augment=cfg.augment, patience=cfg.patience,
-                               seed=cfg.seed, strategy=cfg.strategy, bn=cfg.bn)
+            tcfg = train_config(cfg)
             work = out / "checkpoints"
             fp_file = work / "fingerprint.txt"
             resume = cfg.resume and fp_file.is_file() and fp_file.read_text().strip() == cfg.fingerprint()
@@ -357,10 +375,7 @@ def convert(cfg: ConvertConfig, console=None) -> ConvertResult:
                     f"mean recall {row['val_mean_recall']:.2%}" + (" *" if row["best"] else ""), highlight=False)
                 _write_log(out / "train_log.csv", log_rows)
 
-            def build():
-                return bb.build_classifier(cfg.model, preprocess, len(labels), weights=cfg.weights,
-                                           alpha=cfg.alpha, dropout=cfg.dropout)
-
+            build = classifier_builder(cfg, preprocess, len(labels))
             data = {"x_train": arrays["train"][0], "y_train": arrays["train"][1],
                     "x_val": arrays["val"][0], "y_val": arrays["val"][1]}
             t0 = time.perf_counter()
