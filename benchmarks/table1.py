@@ -36,7 +36,8 @@ COLUMNS = [  # (header, function of a row -> cell)
     ("int8 F1", lambda r: _p(r["int8"].get("macro_f1"))),
     ("int8 p50 ms", lambda r: "-" if r.get("int8_p50_ms") is None else f"{r['int8_p50_ms']:.2f}"),
     ("int8 KB", lambda r: "-" if not r.get("int8_size_bytes") else f"{r['int8_size_bytes'] / 1024:.0f}"),
-    ("train min", lambda r: "-" if r.get("train_wall_s") is None else f"{r['train_wall_s'] / 60:.0f}"),
+    ("train min", lambda r: "-" if r.get("train_wall_s") is None else f"{r['train_wall_s'] / 60:.1f}"),
+    ("trained on", lambda r: _trained_on(r)),
     ("paper test acc*", lambda r: _p((r.get("paper") or {}).get("test_accuracy"))),
 ]
 
@@ -52,6 +53,16 @@ def _weights(r: dict) -> str:
     if w.startswith("file:"):
         return f"given model ({w[5:]})"
     return "none (scratch)" if w == "none" else w
+
+
+def _trained_on(r: dict) -> str:
+    """GPU name for rows trained on an accelerator (benchmarks/gpu_grid.py), else the CPU the row ran on."""
+    machines = r.get("train_machines") or []
+    gpus = sorted({m.split(" x")[0].replace("NVIDIA ", "") for m in machines if m.startswith("NVIDIA")})
+    if gpus:
+        backend = "JAX" if any("/ jax" in m for m in machines) else "TF"
+        return f"{', '.join(gpus)} ({backend})"
+    return "2-core CPU" if r.get("lrs") else "-"
 
 
 def _lr(r: dict) -> str:
@@ -96,7 +107,9 @@ def render_md(rows: list[dict], pending: list[tuple[str, dict]] = ()) -> str:
         lines += [f"Reported split: {', '.join(splits)}. Accuracy, mean per-class recall and macro-F1 in %; "
                   f"the float model is the Keras model; int8 is the full-integer TFLite file; latency is batch-1 "
                   f"p50 at {', '.join(map(str, threads))} thread(s) on LiteRT (XNNPACK). Train acc: the float "
-                  "model on a random subset of the training images, no augmentation.", "",
+                  "model on a random subset of the training images, no augmentation. Train min: training time summed over the "
+                  "learning rates of the sweep (on the GPU, several runs shared the card at once); trained on: where "
+                  "the weights were trained (export and every figure here: this CPU).", "",
                   "| recipe | " + " | ".join(h for h, _ in COLUMNS) + " |",
                   "|---|" + "---|" * len(COLUMNS)]
         for r in rows:
@@ -133,10 +146,12 @@ def render_md(rows: list[dict], pending: list[tuple[str, dict]] = ()) -> str:
         lines.append("")
     if pending:
         lines += ["## Recipes without a row yet", "",
-                  "Set up and validated, but not run on this machine (2 CPU cores): each trains a whole network from "
-                  "scratch, three times (the learning-rate sweep), on backbones that cost several times more per "
-                  "image than MobileNet a0.25, whose 26 epochs took 25 minutes here. "
-                  "Run one with the command beside it; `--from-convert DIR` benches a convert output trained elsewhere.",
+                  "Set up and validated, but not trained to the end: each trains a whole network from scratch, three "
+                  "times (the learning-rate sweep) - hours on these 2-core CPUs. The one GPU session so far (15 minutes "
+                  "of an H100) ran out before these finished: its first attempt started all 21 runs of the grid at "
+                  "once and ran out of GPU memory (see benchmarks/README.md). On a GPU box, `benchmarks/gpu_grid.py` "
+                  "trains them under JAX and the command beside each exports and benches here; on any machine the "
+                  "command alone does all of it.",
                   "",
                   "| recipe | row | command | budget |", "|---|---|---|---|"]
         for name, d in pending:

@@ -256,6 +256,14 @@ def _differences(recipe_cfg, record_cfg: dict) -> list[str]:
     return out
 
 
+def _train_seconds(record: dict) -> float | None:
+    """Training time summed over the learning rates. A run trained elsewhere (say on a GPU box, then
+    exported here) spent almost nothing in this process's training step; its rates' own clocks count."""
+    here = (record.get("timings") or {}).get("train")
+    runs = [r.get("seconds") for r in record.get("runs") or [] if r.get("seconds")]
+    return max(here or 0.0, round(sum(runs), 1)) if runs else here
+
+
 def build_row(recipe: Recipe, name: str, bench, record: dict, train: dict, budget_scale: float, cfg,
               from_convert: bool, deviations: list[str], wall_s: float) -> dict:
     """The results-table row: headline figures for float and int8, speed, size, provenance."""
@@ -293,7 +301,8 @@ def build_row(recipe: Recipe, name: str, bench, record: dict, train: dict, budge
         "int8_p50_ms": speed("int8"),
         "sizes_bytes": {v.variant: v.size_bytes for v in bench.variants},
         "int8_size_bytes": int8.size_bytes if int8 is not None else None,
-        "train_wall_s": (record.get("timings") or {}).get("train"),
+        "train_wall_s": _train_seconds(record),
+        "train_machines": sorted({r.get("machine") for r in record.get("runs") or [] if r.get("machine")}),
         "convert_wall_s": (record.get("timings") or {}).get("total"),
         "wall_s": round(wall_s, 1),
         "from_convert": from_convert, "deviations": deviations,
