@@ -95,7 +95,7 @@ def test_track_survives_max_missed_rounds_then_is_lost():
     for i in (4, 5):
         step(tr, i, [], [])
     faces, events = step(tr, 6, [], [])
-    assert [(e.kind, e.track_id, e.previous) for e in events] == [("track_lost", 1, "a")]
+    assert [(e.kind, e.track_id, e.previous, e.reason) for e in events] == [("track_lost", 1, "a", "not seen")]
     faces, events = step(tr, 7, [box(0)], [[1, 0, 0]])
     assert faces[0].track_id == 2 and events[0].kind == "track_started"
 
@@ -117,8 +117,9 @@ def test_velocity_prediction_between_detections():
 def test_close_reports_every_track_lost():
     tr = Tracker(LABELS)
     step(tr, 0, [box(0), box(50)], [[1, 0, 0], [0, 0, 1]])
-    assert sorted((e.track_id, e.kind, e.previous) for e in tr.close()) == [(1, "track_lost", "a"),
-                                                                           (2, "track_lost", "c")]
+    assert [(e.track_id, e.kind, e.previous, e.reason) for e in tr.close()] == [
+        (1, "track_lost", "a", "source ended"), (2, "track_lost", "c", "source ended")]
+    assert tr.tracks == [] and tr.close() == []        # closed once: a second close reports nothing
 
 
 def test_greedy_match_prefers_best_overlap():

@@ -108,7 +108,8 @@ def test_jsonl_file_lines_parse_and_carry_numpy_values(tmp_path):
     assert [r["frame_index"] for r in rows] == [0, 1, 2, 3, 4]
     assert rows[0]["faces"][0]["probabilities"] == {"happy": 0.5, "sad": None}
     assert rows[0]["faces"][0]["box"] == [1, 2, 3, 4]
-    assert rows[0]["events"] == [{"track_id": 0, "kind": "track_started", "previous": None, "current": "happy"}]
+    assert rows[0]["events"] == [{"track_id": 0, "kind": "track_started", "previous": None, "current": "happy",
+                                  "reason": None}]
     assert rows[1] == json.loads(json.dumps(result(1).to_dict()))
 
 

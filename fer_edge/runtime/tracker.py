@@ -23,6 +23,8 @@ from fer_edge.runtime.detectors import iou_matrix
 from fer_edge.runtime.types import Event, Face
 
 UNCERTAIN = "uncertain"
+LOST_NOT_SEEN = "not seen"          # missed more than max_missed detection rounds
+LOST_SOURCE_ENDED = "source ended"  # a video file or image folder is over
 
 
 @dataclass
@@ -193,7 +195,7 @@ class Tracker:
                 continue
             t.missed += 1
             if t.missed > self.p.max_missed:
-                events.append(Event(t.id, "track_lost", t.state, None))
+                events.append(Event(t.id, "track_lost", t.state, None, LOST_NOT_SEEN))
             else:
                 kept.append(t)
         self.tracks = kept
@@ -216,8 +218,8 @@ class Tracker:
             faces.append(self._face(t))
         return faces, events
 
-    def close(self) -> list[Event]:
-        """Every remaining track is lost (the run ends)."""
-        events = [Event(t.id, "track_lost", t.state, None) for t in self.tracks]
+    def close(self, reason: str = LOST_SOURCE_ENDED) -> list[Event]:
+        """Every remaining track is lost (the run ends), in id order."""
+        events = [Event(t.id, "track_lost", t.state, None, reason) for t in sorted(self.tracks, key=lambda t: t.id)]
         self.tracks = []
         return events

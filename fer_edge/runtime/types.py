@@ -23,6 +23,7 @@ class Event:
     kind: str                                # "expression_changed", "track_started", "track_lost"
     previous: str | None = None
     current: str | None = None
+    reason: str | None = None                # track_lost: "not seen" (missed detections) or "source ended"
 
 
 @dataclass
