@@ -101,8 +101,10 @@ def test_source_that_raises_mid_stream_is_retried_and_health_recovers(face_video
     sink = ListSink()
     assert Daemon(cfg, source=src, sinks=SinkSet([sink], metrics), metrics=metrics).run() == 0
     assert src.opens == [0, 7]                                   # reopened where it failed
-    assert [r.frame_index for r in sink.results] == list(range(len(truth)))   # nothing lost
-    assert all(iou(r.faces[0].box, b) > 0.5 for r, b in zip(sink.results, truth))
+    *results, end = sink.results
+    assert [r.frame_index for r in results] == list(range(len(truth)))   # nothing lost
+    assert all(iou(r.faces[0].box, b) > 0.5 for r, b in zip(results, truth))
+    assert [(e.kind, e.reason) for e in end.events] == [("track_lost", "source ended")]
     source_states = [s for c, s in metrics.transitions if c == "source"]
     assert source_states == ["degraded", "ok"]
     assert metrics.counter("source_errors") == 1 and metrics.counter("errors") == 1
@@ -143,11 +145,13 @@ def test_live_source_drops_stale_frames_and_counts_them(face_video, tiny_tflite)
     sink = ListSink()
     assert Daemon(cfg, source=PacedVideo(video), pipeline=pipe, sinks=SinkSet([sink], metrics),
                   metrics=metrics).run() == 0
-    processed = [r.frame_index for r in sink.results]
+    *results, end = sink.results                                 # a file marked live still ends
+    assert end.events and {(e.kind, e.reason) for e in end.events} == {("track_lost", "source ended")}
+    processed = [r.frame_index for r in results]
     dropped = metrics.counter("frames_dropped")
     assert dropped > 0 and len(processed) + dropped == len(truth)
     assert processed == sorted(processed) and processed[-1] == len(truth) - 1   # newest frame always wins
-    for r in sink.results:                                        # boxes still belong to their frames
+    for r in results:                                             # boxes still belong to their frames
         assert iou(r.faces[0].box, truth[r.frame_index]) > 0.5
 
 
@@ -173,7 +177,7 @@ def test_failing_frames_are_logged_counted_and_skipped(face_video, tiny_tflite, 
     pipe.detector = FailsOnFrame(pipe.detector, bad={3, 10, 11, 12})
     sink = ListSink()
     assert Daemon(cfg, pipeline=pipe, sinks=SinkSet([sink], metrics), metrics=metrics).run() == 0
-    got = [r.frame_index for r in sink.results]
+    got = [r.frame_index for r in sink.results[:-1]]             # the last one closes the track
     assert got == [i for i in range(len(truth)) if i not in {3, 10, 11, 12}]
     assert metrics.counter("pipeline_errors") == 4
     assert "frame 3 failed: detector blew up" in caplog.text
@@ -191,6 +195,8 @@ def test_stop_from_another_thread_flushes(face_video, tiny_tflite):
     assert d.run() == 0
     assert time.monotonic() - t0 < 0.5 + 2.0 + 1.0   # model load included
     assert sink.closed and d.results == len(sink.results) > 0
+    # a stop is not the end of the source: no track is reported lost for it
+    assert not [e for r in sink.results for e in r.events if e.reason == "source ended"]
 
 
 def test_sd_notify_ready_watchdog_stopping(tmp_path, face_video, tiny_tflite):

@@ -24,7 +24,22 @@ def read_jsonl(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def check_end(end, frames):
+    """The source ended with a face in view: one last result, numbered one past the last frame,
+    with no faces and a track_lost ("source ended") for each track still open - so every
+    track_started has its track_lost."""
+    assert end["frame_index"] == frames[-1]["frame_index"] + 1 and end["faces"] == [] and end["timings_ms"] == {}
+    events = [e for r in frames for e in r["events"]]
+    still_open = ({e["track_id"] for e in events if e["kind"] == "track_started"}
+                  - {e["track_id"] for e in events if e["kind"] == "track_lost"})
+    assert still_open
+    last = {f["track_id"]: f["expression"] for r in frames for f in r["faces"]}
+    assert end["events"] == [{"track_id": t, "kind": "track_lost", "previous": last[t], "current": None,
+                              "reason": "source ended"} for t in sorted(still_open)]
+
+
 def check_track(results, truth, min_iou=0.5):
+    *results, end = results
     assert [r["frame_index"] for r in results] == list(range(len(truth)))
     ids = set()
     for r, box in zip(results, truth):
@@ -36,6 +51,7 @@ def check_track(results, truth, min_iou=0.5):
         assert sum(face["probabilities"].values()) == pytest.approx(1.0, abs=0.01)
     assert len(ids) == 1, f"track id changed: {ids}"
     assert [e["kind"] for e in results[0]["events"]] == ["track_started"]
+    check_end(end, results)
 
 
 def test_video_end_to_end_through_cli(tmp_path, face_video, tiny_tflite):
@@ -45,7 +61,7 @@ def test_video_end_to_end_through_cli(tmp_path, face_video, tiny_tflite):
                  "--threads", "1"])
     assert code == 0
     results = read_jsonl(out)
-    assert len(results) == len(truth)                       # finite source: every frame's result
+    assert len(results) == len(truth) + 1                   # finite source: every frame's result, then the end
     check_track(results, truth)
     r = results[5]
     assert r["source"] == f"video:{video}" and r["file"] is None
@@ -80,8 +96,9 @@ def test_image_folder_results_name_their_files(tmp_path, tiny_tflite):
     out = tmp_path / "out.jsonl"
     assert main(["run", "--model", str(tiny_tflite["fp32"]), "--source", str(folder),
                  "--output", f"jsonl:{out}", "--align"]) == 0
-    results = read_jsonl(out)
+    *results, end = read_jsonl(out)
     assert [r["file"] for r in results] == ["img_0.png", "img_1.png", "img_2.png", "img_9_empty.png"]
+    check_end(end, results)                                    # missed once is not lost yet
     for r, (_, box) in zip(results, frames):
         assert iou(r["faces"][0]["box"], box) > 0.5
     assert results[-1]["faces"] == []
@@ -92,8 +109,9 @@ def test_loop_replays_until_max_frames(face_video, tiny_tflite, tmp_path):
     out = tmp_path / "out.jsonl"
     assert main(["run", "--model", str(tiny_tflite["fp32"]), "--source", str(video), "--output", f"jsonl:{out}",
                  "--loop", "--max-frames", "30"]) == 0
-    results = read_jsonl(out)
+    *results, end = read_jsonl(out)
     assert [r["frame_index"] for r in results] == list(range(30))
+    check_end(end, results)                                    # --max-frames ends the source too
     assert iou(results[len(truth)]["faces"][0]["box"], truth[0]) > 0.5   # frame 24 is the video's frame 0
 
 

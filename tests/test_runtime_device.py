@@ -15,7 +15,7 @@ from fer_edge.runtime.classifier import Classifier
 from fer_edge.runtime.config import load_config, read_config_file
 from fer_edge.runtime.daemon import Daemon
 from fer_edge.runtime.sinks import SinkSet
-from test_runtime_support import ListSink, face_video  # noqa: F401  (fixture)
+from test_runtime_support import ListSink, face_video, frame_results  # noqa: F401  (fixture)
 
 DEVICE = Path(__file__).resolve().parents[1] / "device"
 
@@ -103,5 +103,5 @@ def test_frames_reach_sinks_only_when_a_sink_asks(face_video, tiny_tflite, wants
                              "source": {"type": "video", "path": str(video), "max_frames": 5}})
     sink = FrameSink(wants)
     assert Daemon(cfg, sinks=SinkSet([sink])).run() == 0
-    assert len(sink.results) == 5
+    assert len(frame_results(sink.results)) == 5
     assert sink.frames == ([((240, 320, 3), i) for i in range(5)] if wants else [])

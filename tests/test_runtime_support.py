@@ -71,6 +71,16 @@ def iou(a, b) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def frame_results(results: list) -> list:
+    """The FrameResults of frames: without the last one that the end of a finite source adds to
+    close the tracks still open (no faces, every event a track_lost with reason "source ended")."""
+    last = results[-1] if results else None
+    if last is not None and not last.faces and last.events and \
+            all(e.kind == "track_lost" and e.reason == "source ended" for e in last.events):
+        return results[:-1]
+    return results
+
+
 class ListSink:
     """A real sink (the SinkSet protocol) that keeps what it is given, for in-process runs."""
 

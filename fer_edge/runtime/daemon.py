@@ -2,7 +2,8 @@
 
 Lifecycle: build everything (a bad model or config fails here, before READY=1), start the
 capture thread, tell systemd READY=1, then loop: take the newest frame, process it, publish the
-result. It ends when a finite source is exhausted (exit 0 once every result is published) or on
+result. It ends when a finite source is exhausted (its open tracks are then lost: one last result
+with their track_lost events, reason "source ended"; exit 0 once every result is published) or on
 SIGTERM/SIGINT: capture stops, the frame in hand is finished, and the sinks are flushed within
 the 2 s budget. A camera that fails is reopened with backoff by the capture thread while health
 is "degraded"; a frame the pipeline fails on is logged, counted and skipped.
@@ -166,6 +167,19 @@ class Daemon:
         log.info("stopped (%s): %d results", self.stop_reason or "source finished", self.results)
         return 0
 
+    def _finish_tracks(self, pipeline: Pipeline, sinks: Any) -> None:
+        """Publish the track_lost of every track still open, before the sinks close, so a
+        consumer never keeps a face that the video simply stopped showing."""
+        result = pipeline.finish()
+        if result is None:
+            return
+        sinks.publish(result)
+        self.results += 1
+        for ev in result.events:
+            self.metrics.inc("events", kind=ev.kind)
+        self.metrics.set_gauge("faces", 0)
+        self.metrics.set_gauge("tracks", len(pipeline.tracker.tracks))
+
     def _loop(self, pipeline: Pipeline, mailbox: Mailbox, sinks: Any) -> None:
         consecutive_errors = 0
         dropped_seen = 0
@@ -182,6 +196,8 @@ class Daemon:
                 continue
             if item is END:
                 self.stop_reason = self.stop_reason or "source finished"
+                if not self.stop_event.is_set():   # the source really ended; a stop is not an end
+                    self._finish_tracks(pipeline, sinks)
                 return
             frame: Frame = item  # type: ignore[assignment]
             try:

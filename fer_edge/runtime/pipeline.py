@@ -5,6 +5,10 @@ capture runs in its own thread and sinks in theirs). With `detect_every = N` the
 every Nth frame - or whenever no face is being tracked - and the frames in between reuse the
 tracked boxes (moved by each track's velocity): detection is the costly stage, classification of
 a 96 px crop is not.
+
+When a finite source ends, `finish()` closes the tracks still open: one last result with no faces
+whose events are their track_lost (reason "source ended"), so a consumer pairs every
+track_started with a track_lost.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ class Pipeline:
         self.source_name = source_name
         self.spec = classifier.spec
         self._since_detect = 0
+        self._last_index: int | None = None
 
     def _needs_detection(self) -> bool:
         live = self.tracker.live()
@@ -68,6 +73,7 @@ class Pipeline:
             faces, events = self.tracker.update_tracked(frame.index, [tid for tid, _, _ in tracked], boxes, probs)
             t4 = clock()
         self._since_detect += 1
+        self._last_index = frame.index
         timings["crop"] = (t2 - t1) * 1000
         timings["classify"] = (t3 - t2) * 1000
         timings["smooth"] = (t4 - t3) * 1000
@@ -76,3 +82,13 @@ class Pipeline:
             source=self.source_name, file=frame.file,
             timings_ms={k: round(v, 3) for k, v in timings.items()},
         )
+
+    def finish(self) -> FrameResult | None:
+        """The source is over: a result carrying a track_lost event ("source ended") for every
+        track still open, numbered one past the last frame; None when no track is open."""
+        events = self.tracker.close()
+        if not events:
+            return None
+        index = 0 if self._last_index is None else self._last_index + 1
+        return FrameResult(frame_index=index, timestamp=time.time(), faces=[], events=events,
+                           source=self.source_name)
