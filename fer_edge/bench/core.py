@@ -43,7 +43,7 @@ def plan_threads(threads: Iterable[int], cores: int | None = None) -> tuple[list
     return keep, warnings
 
 
-def machine_info() -> dict:
+def cpu_name() -> str:
     cpu = platform.processor() or platform.machine()
     try:
         fields: dict[str, str] = {}
@@ -55,7 +55,11 @@ def machine_info() -> dict:
             or fields.get("hardware") or cpu
     except OSError:
         pass
-    info = {"cpu": cpu, "machine": platform.machine(), "system": f"{platform.system()} {platform.release()}",
+    return cpu
+
+
+def machine_info() -> dict:
+    info = {"cpu": cpu_name(), "machine": platform.machine(), "system": f"{platform.system()} {platform.release()}",
             "python": platform.python_version(), "cores_usable": default_threads(), "cores_total": os.cpu_count()}
     try:
         from fer_edge.interpreter import find_runtime

@@ -153,9 +153,9 @@ def training_machine() -> str:
     elif gpus:
         device = f"{len(gpus)} GPU(s)"
     if device is None:
-        from fer_edge.bench.core import machine_info
+        from fer_edge.bench.core import cpu_name
 
-        device = f"{machine_info()['cpu']} ({os.cpu_count()} cores)"
+        device = f"{cpu_name()} ({os.cpu_count()} cores)"
     return f"{device}, Keras {keras.__version__} / {backend}, {platform.node() or 'host'}"
 
 
