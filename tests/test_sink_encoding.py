@@ -9,8 +9,10 @@ format regenerates it: FER_EDGE_WRITE_GOLDEN=1 .venv/bin/pytest tests/test_sink_
 
 from __future__ import annotations
 
+import copy
 import json
 import os
+import pickle
 import threading
 from pathlib import Path
 
@@ -121,6 +123,16 @@ def test_concurrent_sinks_get_one_encoding_of_a_result(to_dict_calls):
     assert len(texts) == 8 and len({id(t) for t in texts}) == 1   # the very same string object
     assert to_dict_calls == {1: 1}
     assert texts[0] == dumps(result_dict(r))
+
+
+def test_an_encoded_result_still_pickles_and_a_deep_copy_encodes_its_own_content():
+    r = results()[0]
+    first = result_json(r)
+    again = pickle.loads(pickle.dumps(r))
+    assert again == r and result_json(again) == first
+    changed = copy.deepcopy(r)
+    changed.frame_index = 99
+    assert result_json(changed).startswith('{"frame_index":99,') and result_json(r) == first
 
 
 def test_plain_dicts_are_still_accepted_and_not_memoised():

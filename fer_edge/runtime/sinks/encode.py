@@ -61,6 +61,14 @@ class _Memo:
         self.data: dict | None = None
         self.text: str | None = None
 
+    # A pickled or deep-copied result (a consumer may change the copy) starts with no encoding;
+    # a lock could not be copied anyway.
+    def __reduce__(self):
+        return (_Memo, ())
+
+    def __deepcopy__(self, memo: dict) -> "_Memo":
+        return _Memo()
+
 
 _MEMO_ATTR = "_fer_edge_json"
 _install = threading.Lock()
