@@ -129,7 +129,10 @@ def test_metrics_endpoint_is_prometheus_text_and_counts_what_was_published(tmp_p
         m.observe_stage("classify", 0.3)
     m.inc("frames_dropped", 7)
     m.set_gauge("faces", 1)
-    assert wait(lambda: sinks.stats()["jsonl"]["published"] == n and sinks.stats()["flaky"]["errors"] == n)
+    # the metrics, not only the workers' own counts: a worker counts a failure just before the metrics do
+    assert wait(lambda: sinks.stats()["jsonl"]["published"] == n and sinks.stats()["flaky"]["errors"] == n
+                and m.counter("errors") == n and m.counter("sink_published", sink="http") == n
+                and m.counter("sink_published", sink="jsonl") == n and m.counter("sink_errors", sink="flaky") == n)
     try:
         code, headers, body = get(http_sink.url + "/metrics")
         assert code == 200 and headers["Content-Type"].startswith("text/plain; version=0.0.4")
