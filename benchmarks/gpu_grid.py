@@ -252,7 +252,8 @@ def _h5_cast(src: Path, dst: Path, dtype) -> None:
             elif isinstance(obj, h5py.Dataset):
                 a = obj[()]
                 if isinstance(a, np.ndarray) and a.dtype.kind == "f":
-                    c = a.astype(dtype)
+                    with np.errstate(over="ignore"):  # an overflow is detected below and keeps float32
+                        c = a.astype(dtype)
                     if np.dtype(dtype) == np.float16:
                         back = c.astype(np.float32)
                         if not np.all(np.isfinite(back)) or np.max(np.abs(back - a), initial=0) > 1e-3 * max(1.0, np.max(np.abs(a), initial=0)):
