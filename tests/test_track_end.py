@@ -72,3 +72,31 @@ def test_a_face_that_left_before_the_end_is_lost_once_and_no_end_result_is_added
               if e["kind"] != "expression_changed"]
     # missed on frames 8..13 (max_missed 5): lost on the 6th miss, for that reason, and only then
     assert events == [(0, "track_started", None), (13, "track_lost", "not seen")]
+
+
+def test_a_source_that_fails_for_good_loses_its_tracks_as_failed(tmp_path, face_video, tiny_tflite):
+    """A video whose reads fail with an error the capture must not retry (a FerEdgeError, e.g. the file
+    vanished): the open track is still closed, with reason "source failed", and the error surfaces."""
+    import pytest
+
+    from fer_edge.errors import DataError
+    from fer_edge.runtime.sources import VideoSource
+
+    video, truth = face_video
+
+    class FailsAfterFive(VideoSource):
+        def read(self):
+            if self.position >= 5:
+                raise DataError(f"{video}: gone")
+            return super().read()
+
+    out = tmp_path / "out.jsonl"
+    cfg = load_config(None, {"classifier": {"model": str(tiny_tflite["int8"]), "threads": 1},
+                             "source": {"type": "video", "path": str(video)},
+                             "outputs": [{"type": "jsonl", "path": str(out)}]})
+    with pytest.raises(DataError, match="gone"):
+        Daemon(cfg, source=FailsAfterFive(str(video))).run()
+    *frames, end = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["frame_index"] for r in frames] == list(range(5))
+    (tid,) = {f["track_id"] for r in frames for f in r["faces"]}
+    assert [(e["track_id"], e["kind"], e["reason"]) for e in end["events"]] == [(tid, "track_lost", "source failed")]

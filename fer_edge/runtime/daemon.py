@@ -3,7 +3,8 @@
 Lifecycle: build everything (a bad model or config fails here, before READY=1), start the
 capture thread, tell systemd READY=1, then loop: take the newest frame, process it, publish the
 result. It ends when a finite source is exhausted (its open tracks are then lost: one last result
-with their track_lost events, reason "source ended"; exit 0 once every result is published) or on
+with their track_lost events, reason "source ended", or "source failed" when the capture stopped on an
+error it cannot retry; exit 0 once every result is published) or on
 SIGTERM/SIGINT: capture stops, the frame in hand is finished, and the sinks are flushed within
 the 2 s budget. A camera that fails is reopened with backoff by the capture thread while health
 is "degraded"; a frame the pipeline fails on is logged, counted and skipped.
@@ -24,7 +25,7 @@ from fer_edge.runtime.metrics import Metrics
 from fer_edge.runtime.pipeline import Pipeline
 from fer_edge.runtime.sdnotify import Notifier
 from fer_edge.runtime.sources import SOURCES, Frame, Source
-from fer_edge.runtime.tracker import Tracker, TrackerParams
+from fer_edge.runtime.tracker import LOST_SOURCE_ENDED, LOST_SOURCE_FAILED, Tracker, TrackerParams
 
 log = logging.getLogger("fer_edge.runtime.daemon")
 
@@ -66,6 +67,7 @@ class Daemon:
         self.metrics = metrics or Metrics()
         self.notifier = notifier or Notifier()
         self._source, self._pipeline, self._sinks = source, pipeline, sinks
+        self._capture: CaptureThread | None = None
         self.stop_event = threading.Event()
         self.stop_reason = ""
         self.stop_requested_at: float | None = None
@@ -137,6 +139,7 @@ class Daemon:
                 source, mailbox, self.stop_event, loop=cfg.source.loop,
                 backoff=Backoff(cfg.source.retry_initial_s, cfg.source.retry_max_s),
                 max_frames=cfg.source.max_frames, on_error=self._source_failed, on_recover=self._source_recovered)
+            self._capture = capture
             capture.start()
             self.metrics.set_health("ok")
             self.notifier.ready(f"running: {source.name}")
@@ -169,8 +172,10 @@ class Daemon:
 
     def _finish_tracks(self, pipeline: Pipeline, sinks: Any) -> None:
         """Publish the track_lost of every track still open, before the sinks close, so a
-        consumer never keeps a face that the video simply stopped showing."""
-        result = pipeline.finish()
+        consumer never keeps a face that the video simply stopped showing. The capture sets its
+        fatal error before it posts END, so the reason tells an end from a failure."""
+        failed = self._capture is not None and self._capture.fatal is not None
+        result = pipeline.finish(LOST_SOURCE_FAILED if failed else LOST_SOURCE_ENDED)
         if result is None:
             return
         sinks.publish(result)

@@ -21,7 +21,7 @@ from fer_edge.runtime.classifier import Classifier
 from fer_edge.runtime.crop import crop_for_model
 from fer_edge.runtime.detectors import Detector
 from fer_edge.runtime.sources import Frame
-from fer_edge.runtime.tracker import Tracker
+from fer_edge.runtime.tracker import LOST_SOURCE_ENDED, Tracker
 from fer_edge.runtime.types import FrameResult
 
 STAGES = ("capture", "detect", "crop", "classify", "smooth", "publish")
@@ -83,10 +83,10 @@ class Pipeline:
             timings_ms={k: round(v, 3) for k, v in timings.items()},
         )
 
-    def finish(self) -> FrameResult | None:
-        """The source is over: a result carrying a track_lost event ("source ended") for every
-        track still open, numbered one past the last frame; None when no track is open."""
-        events = self.tracker.close()
+    def finish(self, reason: str = LOST_SOURCE_ENDED) -> FrameResult | None:
+        """The source is over: a result carrying a track_lost event (`reason`) for every track
+        still open, numbered one past the last frame; None when no track is open."""
+        events = self.tracker.close(reason)
         if not events:
             return None
         index = 0 if self._last_index is None else self._last_index + 1

@@ -25,6 +25,7 @@ from fer_edge.runtime.types import Event, Face
 UNCERTAIN = "uncertain"
 LOST_NOT_SEEN = "not seen"          # missed more than max_missed detection rounds
 LOST_SOURCE_ENDED = "source ended"  # a video file or image folder is over
+LOST_SOURCE_FAILED = "source failed"  # the capture stopped on an error it cannot retry
 
 
 @dataclass
