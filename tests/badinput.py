@@ -48,6 +48,20 @@ def encode(ext: str, img: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
+def face_folder(root: Path, n: int) -> Path:
+    """`root`/imgs holding n small colour face-like PNGs: an image-folder source for `fer-edge run`."""
+    folder = root / "imgs"
+    folder.mkdir()
+    for i in range(n):
+        (folder / f"f{i}.png").write_bytes(encode(".png", _face(64, i, colour=True)))
+    return folder
+
+
+def said(capsys) -> str:
+    """What the CLI printed on stderr, with rich's line wrapping undone."""
+    return " ".join(capsys.readouterr().err.split())
+
+
 def png_constant(width: int, height: int, value: int = 128) -> bytes:
     """An 8-bit grey PNG of one value, streamed row by row (cheap at 10000 x 10000)."""
     def chunk(kind: bytes, data: bytes) -> bytes:

@@ -29,6 +29,23 @@ def shared() -> Path:
     return SHARED
 
 
+def load_benchmark(stem: str):
+    """A fresh module object of benchmarks/<stem>.py (not a package; loaded by path, so module-level
+    settings read from the environment are read again)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(stem, ROOT / "benchmarks" / f"{stem}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture
+def wide_console(monkeypatch):
+    """rich folds long words (paths) when it wraps; a wide console keeps CLI messages on one line."""
+    monkeypatch.setenv("COLUMNS", "1000")
+
+
 def wait_until(pred, timeout: float = 5.0) -> bool:
     """Poll `pred` every 10 ms until it is true (True) or `timeout` seconds pass (False)."""
     deadline = time.monotonic() + timeout

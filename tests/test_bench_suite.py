@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import ROOT, load_benchmark
 from fer_edge.bench.result import BenchResult, Speed, VariantResult
 from fer_edge.bench.suite import load_suite
 from fer_edge.bench.targets import Target, check_targets
 from fer_edge.errors import ConfigError
 from fer_edge.metrics import score
 
-ROOT = Path(__file__).resolve().parents[1]
 LABELS = ["angry", "happy", "sad"]
 
 
@@ -93,10 +91,7 @@ def test_without_keras_the_speedup_is_not_faked_but_drops_use_the_fp32_stand_in(
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("bench_suite", ROOT / "benchmarks" / "bench_suite.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("bench_suite")
 
 
 def test_bench_suite_script_writes_results_and_checks_targets(tiny_tflite, tmp_path, capsys):

@@ -3,25 +3,20 @@ of fer_edge.convert.train that let `fer-edge recipe` pick them up."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import region_images
+from conftest import load_benchmark, region_images
 
-ROOT = Path(__file__).resolve().parents[1]
 LABELS = ["angry", "happy", "sad"]
 SIZE = 32
 
 
 def _grid():
-    spec = importlib.util.spec_from_file_location("gpu_grid", ROOT / "benchmarks" / "gpu_grid.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("gpu_grid")
 
 
 def _build():

@@ -14,21 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from badinput import _face, encode
+from badinput import face_folder, said
 from fer_edge.cli import main
 from fer_edge.errors import ConfigError
 from fer_edge.runtime.config import load_config
 from mosquitto import free_port
 
 
-@pytest.fixture(autouse=True)
-def wide_console(monkeypatch):
-    """rich folds long words (paths) when it wraps; a wide console keeps messages on one line."""
-    monkeypatch.setenv("COLUMNS", "1000")
-
-
-def said(capsys) -> str:
-    return " ".join(capsys.readouterr().err.split())
+pytestmark = pytest.mark.usefixtures("wide_console")  # rich must not fold paths in messages
 
 
 def write(tmp_path: Path, text: str, name: str = "fer-edge.yaml") -> Path:
@@ -115,11 +108,7 @@ def test_secrets_never_appear_in_error_messages(tmp_path, capsys):
 
 @pytest.fixture
 def images(tmp_path) -> Path:
-    folder = tmp_path / "imgs"
-    folder.mkdir()
-    for i in range(3):
-        (folder / f"f{i}.png").write_bytes(encode(".png", _face(64, i, colour=True)))
-    return folder
+    return face_folder(tmp_path, 3)
 
 
 def test_http_port_in_use_stops_run_with_the_port_and_the_fix(tiny_tflite, images, capsys):

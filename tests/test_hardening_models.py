@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from badinput import _face, encode
+from badinput import face_folder, said
 from fer_edge.cli import main
 from fer_edge.errors import ConfigError, MetadataError, ModelError
 from fer_edge.interpreter import TFLiteModel, resolve_metadata
@@ -21,22 +21,10 @@ from fer_edge.metadata import sidecar_path, strip
 
 @pytest.fixture
 def images(tmp_path) -> Path:
-    folder = tmp_path / "imgs"
-    folder.mkdir()
-    for i in range(2):
-        (folder / f"f{i}.png").write_bytes(encode(".png", _face(64, i, colour=True)))
-    return folder
+    return face_folder(tmp_path, 2)
 
 
-@pytest.fixture(autouse=True)
-def wide_console(monkeypatch):
-    """rich folds long words (paths) when it wraps; a wide console keeps messages on one line."""
-    monkeypatch.setenv("COLUMNS", "1000")
-
-
-def said(capsys) -> str:
-    """What the CLI printed on stderr, with rich's line wrapping undone."""
-    return " ".join(capsys.readouterr().err.split())
+pytestmark = pytest.mark.usefixtures("wide_console")  # rich must not fold paths in messages
 
 
 def run(model: Path, images: Path, out: Path, *flags: str) -> int:

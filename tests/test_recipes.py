@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import ROOT, region_images
+from conftest import ROOT, load_benchmark, region_images
 from fer_edge.errors import ConfigError
 from fer_edge.recipes import load_recipe, parse_recipe, scaled_epochs
 
@@ -179,10 +178,7 @@ def test_cv_keeps_subjects_apart_and_writes_summary_and_deploy_model(shared_tree
 # -- the table ----------------------------------------------------------------------------------------------
 
 def _table1():
-    spec = importlib.util.spec_from_file_location("table1", ROOT / "benchmarks" / "table1.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("table1")
 
 
 def _row(name: str, acc: float, weighted: bool, paper: float | None) -> dict:

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from fer_edge.errors import ConfigError
 from fer_edge.runtime.sinks import SinkConfigT, parse_sink_url
+from fer_edge.runtime.sinks.config import redacted
 
 
 class _Strict(BaseModel):
@@ -283,24 +284,9 @@ def _describe(err: ValidationError, lines: YamlLines | None, source: str) -> str
             out.append(f"{where}{shown}: required key is missing")
         else:
             secret = any("password" in str(part) for part in loc)
-            got = "***" if secret else repr(_redacted(e.get("input")))
+            got = "***" if secret else repr(redacted(e.get("input")))
             out.append(f"{where}{shown}: {e['msg']} (got {got})")
     return "invalid configuration:\n  " + "\n  ".join(out)
-
-
-def _redacted(value: Any, _path: tuple = ()) -> Any:
-    """`value` as an error message may quote it: passwords masked (messages end up in logs); a YAML
-    alias that contains itself is shown once."""
-    if isinstance(value, (dict, list)):
-        if id(value) in _path:
-            return "..."
-        _path = (*_path, id(value))
-    if isinstance(value, dict):
-        return {k: "***" if "password" in str(k) and not str(k).endswith("_file") else _redacted(v, _path)
-                for k, v in value.items()}
-    if isinstance(value, list):
-        return [_redacted(v, _path) for v in value]
-    return value
 
 
 def read_config_file(path: str | Path) -> tuple[dict, YamlLines]:

@@ -7,7 +7,7 @@ tracked boxes (moved by each track's velocity): detection is the costly stage, c
 a 96 px crop is not.
 
 When a finite source ends, `finish()` closes the tracks still open: one last result with no faces
-whose events are their track_lost (reason "source ended"), so a consumer pairs every
+whose events are their track_lost (reason "source ended", or "source failed"), so a consumer pairs every
 track_started with a track_lost.
 """
 

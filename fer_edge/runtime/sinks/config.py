@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from pydantic import (
@@ -174,9 +174,22 @@ def sink_config(value: object) -> SinkConfig:
     try:
         return _ADAPTER.validate_python(value)
     except ValidationError as e:
-        shown = ({k: "***" if k == "password" else v for k, v in value.items()} if isinstance(value, dict)
-                 else value)
-        raise ConfigError(f"invalid sink {shown!r}: {validation_message(e)}") from None
+        raise ConfigError(f"invalid sink {redacted(value)!r}: {validation_message(e)}") from None
+
+
+def redacted(value: Any, _path: tuple = ()) -> Any:
+    """`value` as an error message may quote it: passwords masked (messages end up in logs); a YAML
+    alias that contains itself is shown once."""
+    if isinstance(value, (dict, list)):
+        if id(value) in _path:
+            return "..."
+        _path = (*_path, id(value))
+    if isinstance(value, dict):
+        return {k: "***" if "password" in str(k) and not str(k).endswith("_file") else redacted(v, _path)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [redacted(v, _path) for v in value]
+    return value
 
 
 def _masked(text: str) -> str:
