@@ -69,6 +69,8 @@ def _lr(r: dict) -> str:
     if not r.get("lrs"):
         return "-"
     tried = ", ".join(f"{x:g}" for x in r["lrs"])
+    if r.get("sweep_epochs") and len(r["lrs"]) > 1:
+        tried += f" (race of {r['sweep_epochs']} ep)"
     return f"{r['chosen_lr']:g} / {tried}" if r.get("chosen_lr") is not None else tried
 
 

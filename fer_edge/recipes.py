@@ -287,6 +287,7 @@ def build_row(recipe: Recipe, name: str, bench, record: dict, train: dict, budge
         "class_weights": cfg.class_weights if not cfg.is_model_file else None,
         "augment": cfg.augment if not cfg.is_model_file else None,
         "lrs": cfg.lrs if not cfg.is_model_file else None, "chosen_lr": record.get("best_lr"),
+        "sweep_epochs": cfg.sweep_epochs if not cfg.is_model_file else None,
         "epochs": cfg.epochs if not cfg.is_model_file else None,
         "fine_tune_epochs": cfg.fine_tune_epochs if not cfg.is_model_file else None,
         "batch_size": cfg.batch_size if not cfg.is_model_file else None, "seed": cfg.seed,

@@ -344,6 +344,52 @@ def test_resume_after_interruption_continues_where_it_stopped(tmp_path):
     assert again == []
 
 
+def test_rate_race_trains_only_the_leader_on_and_resumes(tmp_path):
+    """--sweep-epochs: every rate trains the race's epochs, the validation leader alone finishes its
+    plan; an interruption after the race resumes the leader, not the race."""
+    from fer_edge.convert.train import TrainConfig, train
+
+    cfg = TrainConfig(epochs=0, fine_tune_epochs=3, lrs=[2e-3, 1e-6], batch_size=32, seed=0, sweep_epochs=1)
+    data = _tiny_train_data(96)
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def stop_in_leader(row):
+        seen.append(row)
+        if len(seen) == 3:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train(_build, data, LABELS, cfg, tmp_path, on_epoch=stop_in_leader)
+    race = seen[:2]
+    assert [(r["lr"], r["epoch"]) for r in race] == [(2e-3, 1), (1e-6, 1)]
+    # the choice rule: validation mean recall, then accuracy, then the lower rate
+    lead_lr = max(race, key=lambda r: (r["val_mean_recall"], r["val_accuracy"], -r["lr"]))["lr"]
+    lost_lr = ({2e-3, 1e-6} - {lead_lr}).pop()
+    assert (seen[2]["lr"], seen[2]["epoch"]) == (lead_lr, 2)
+    tag = {2e-3: "lr_2e-3", 1e-6: "lr_1e-6"}
+    loser = json.loads((tmp_path / tag[lost_lr] / "state.json").read_text())
+    assert loser["done"] and loser["epochs_done"] == 1 and "rate race" in loser["note"]
+    assert not (tmp_path / tag[lost_lr] / "last.keras").exists()
+    resumed = []
+    res = train(_build, data, LABELS, cfg, tmp_path, on_epoch=lambda r: resumed.append((r["lr"], r["epoch"])))
+    assert resumed == [(lead_lr, 3)]
+    assert res.best_lr == lead_lr
+    lead = next(r for r in res.runs if r.lr == lead_lr)
+    lost = next(r for r in res.runs if r.lr == lost_lr)
+    assert lead.done and [r["epoch"] for r in lead.history] == [1, 2, 3]
+    assert len(lost.history) == 1 and lost.best_mean_recall <= lead.best_mean_recall
+
+
+def test_sweep_epochs_leaves_old_fingerprints_alone():
+    from fer_edge.convert.api import ConvertConfig
+
+    assert ConvertConfig().fingerprint() == ConvertConfig(sweep_epochs=None).fingerprint()
+    assert ConvertConfig().fingerprint() != ConvertConfig(sweep_epochs=1).fingerprint()
+
+
 def test_training_is_deterministic_with_a_seed(tmp_path):
     from fer_edge.convert.train import TrainConfig, train
 

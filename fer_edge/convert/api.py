@@ -32,7 +32,7 @@ TEST_SPLITS = ("test", "public_test", "private_test")
 # Settings that change what training produces: a checkpoint is resumed only when they all match.
 TRAINING_KEYS = ("model", "data", "kind", "input_size", "color", "weights", "alpha", "lrs", "seed", "batch_size",
                  "class_weights", "augment", "val_fraction", "labels", "epochs", "fine_tune_epochs",
-                 "fine_tune_lr_factor", "patience", "dropout", "strategy", "bn")
+                 "fine_tune_lr_factor", "patience", "dropout", "strategy", "bn", "sweep_epochs")
 
 
 class ConvertConfig(BaseModel):
@@ -61,6 +61,8 @@ class ConvertConfig(BaseModel):
     patience: int = Field(5, ge=1)
     dropout: float = Field(0.3, ge=0, lt=1)
     bn: Literal["adapt", "frozen"] = "adapt"
+    sweep_epochs: int | None = Field(None, ge=1, description="rate race: every --lr trains this many epochs, "
+                                     "then only the best on validation trains on (None: each trains fully)")
     calib_images: int = Field(300, ge=1)
     int8_output: Literal["uint8", "int8"] = "uint8"
     input_range: str = "-1,1"
@@ -89,6 +91,8 @@ class ConvertConfig(BaseModel):
 
     def fingerprint(self) -> str:
         d = self.model_dump(mode="json", include=set(TRAINING_KEYS))
+        if d.get("sweep_epochs") is None:
+            d.pop("sweep_epochs", None)  # added later: checkpoints written before it still resume
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -111,7 +115,7 @@ def train_config(cfg: ConvertConfig):
     return TrainConfig(epochs=cfg.epochs, fine_tune_epochs=cfg.fine_tune_epochs, lrs=cfg.lrs,
                        fine_tune_lr_factor=cfg.fine_tune_lr_factor, batch_size=cfg.batch_size,
                        class_weights=cfg.class_weights, augment=cfg.augment, patience=cfg.patience,
-                       seed=cfg.seed, strategy=cfg.strategy, bn=cfg.bn)
+                       seed=cfg.seed, strategy=cfg.strategy, bn=cfg.bn, sweep_epochs=cfg.sweep_epochs)
 
 
 def classifier_builder(cfg: ConvertConfig, preprocess: PreprocessSpec, n_classes: int):

@@ -76,6 +76,9 @@ def register(app: typer.Typer) -> None:
                                               "0.25 v1, 0.35 v2, 1.0 v3)."),
         lr: Optional[List[float]] = typer.Option(None, "--lr", help="Learning rate; repeat for a sweep (best "
                                                  "validation mean per-class recall wins). Default 1e-3."),
+        sweep_epochs: Optional[int] = typer.Option(None, "--sweep-epochs", help="Rate race for several --lr: "
+                                                   "each trains this many epochs, then only the best on "
+                                                   "validation trains on (about 1/k of the sweep's cost)."),
         seed: int = typer.Option(0, "--seed"),
         bn: str = typer.Option("adapt", "--bn", help="BatchNorm of a pretrained backbone once unfrozen: adapt "
                                "(re-estimate statistics on the faces, momentum 0.9) or frozen (ImageNet "
@@ -119,6 +122,7 @@ def register(app: typer.Typer) -> None:
                 labels=_split_csv(labels), strategy=strategy, patience=patience, calib_images=calib_images,
                 int8_output=int8_output, input_range=input_range, max_drop=max_drop, max_class_drop=max_class_drop,
                 eval_test=not no_test, resume=not no_resume, bn=bn,
+                sweep_epochs=sweep_epochs,
             )
         except Exception as exc:  # pydantic ValidationError -> one readable line per bad option
             errs = getattr(exc, "errors", None)

@@ -43,6 +43,7 @@ class TrainConfig:
     seed: int = 0
     strategy: str = "default"
     bn: str = "adapt"                 # "adapt" | "frozen": BatchNorm of a pretrained backbone when unfrozen
+    sweep_epochs: int | None = None   # rate race: every rate trains this many epochs, only the leader goes on
 
 
 @dataclass
@@ -282,8 +283,11 @@ def _save_weights_atomic(model, path: Path) -> None:
 def train_lr(build: Callable[[], tuple], lr: float, data: dict[str, np.ndarray], labels: list[str],
              cfg: TrainConfig, ckpt_dir: Path, cw: dict[int, float] | None, scope,
              progress=None, on_epoch: Callable[[dict], None] | None = None, resume: bool = True,
-             n_replicas: int = 1) -> LrRun:
-    """Train one learning rate to completion (or resume it from its checkpoint); best weights on disk."""
+             n_replicas: int = 1, stop_after: int | None = None) -> LrRun:
+    """Train one learning rate to completion (or resume it from its checkpoint); best weights on disk.
+
+    stop_after: pause after that many epochs of the plan (the rate race), leaving the run resumable.
+    """
     import keras
 
     ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -298,6 +302,8 @@ def train_lr(build: Callable[[], tuple], lr: float, data: dict[str, np.ndarray],
         if run.done:
             # Its best weights may be absent (a run trained elsewhere brings back only the chosen rate's);
             # train() checks the file of the rate it picks.
+            return run
+        if stop_after is not None and run.epochs_done >= stop_after:
             return run
         if last_path.is_file() and run.epochs_done > 0:
             with scope():
@@ -319,7 +325,8 @@ def train_lr(build: Callable[[], tuple], lr: float, data: dict[str, np.ndarray],
     x_tr, y_tr, x_val, y_val = data["x_train"], data["y_train"], data["x_val"], data["y_val"]
     t_start = time.perf_counter() - run.seconds
     epoch = run.epochs_done
-    while epoch < len(plan):
+    end = len(plan) if stop_after is None else min(len(plan), stop_after)
+    while epoch < end:
         phase, factor = plan[epoch]
         if phase != run.phase:
             # Phase boundary: continue from the best weights of the phase that ended.
@@ -370,6 +377,8 @@ def train_lr(build: Callable[[], tuple], lr: float, data: dict[str, np.ndarray],
         atomic_write_text(state_path, json.dumps(run.to_dict(), indent=1))
         if on_epoch is not None:
             on_epoch(row)
+    if epoch < len(plan):
+        return run  # paused by stop_after; state and last.keras are on disk
     run.done = True
     run.seconds = time.perf_counter() - t_start
     atomic_write_text(state_path, json.dumps(run.to_dict(), indent=1))
@@ -382,6 +391,19 @@ def _unlink(path: Path) -> None:
         path.unlink()
     except FileNotFoundError:
         pass
+
+
+def _rank(run: LrRun) -> tuple:
+    """The learning-rate choice: validation mean recall, then accuracy, then the lower rate."""
+    return run.best_mean_recall, run.best_accuracy, -run.lr
+
+
+def _end_race(run: LrRun, ckpt_dir: Path, race: int) -> None:
+    """A rate that lost the race is finished where it stands (its best weights stay for the record)."""
+    run.done = True
+    run.note = f"rate race: stopped after {run.epochs_done} epoch(s) (race of {race})"
+    atomic_write_text(ckpt_dir / "state.json", json.dumps(run.to_dict(), indent=1))
+    _unlink(ckpt_dir / "last.keras")
 
 
 def train(build: Callable[[], tuple], data: dict[str, np.ndarray], labels: list[str], cfg: TrainConfig,
@@ -397,15 +419,29 @@ def train(build: Callable[[], tuple], data: dict[str, np.ndarray], labels: list[
     if cfg.class_weights:
         w = class_weights(data["y_train"], len(labels))
         cw = {i: float(v) for i, v in enumerate(w)}
-    runs = []
-    for lr in cfg.lrs:
-        ckpt = work_dir / _lr_tag(lr)
-        run = train_lr(build, lr, data, labels, cfg, ckpt, cw, scope, progress, on_epoch, resume, n_replicas)
+    race = cfg.sweep_epochs if cfg.sweep_epochs and len(cfg.lrs) > 1 else None
+
+    def run_lr(lr: float, stop_after: int | None, resume_lr: bool) -> LrRun:
+        run = train_lr(build, lr, data, labels, cfg, work_dir / _lr_tag(lr), cw, scope, progress, on_epoch,
+                       resume_lr, n_replicas, stop_after=stop_after)
         if log:
+            state = "" if run.done else f" after {run.epochs_done} epoch(s) of the race"
             log(f"lr {lr:g}: best validation mean recall {run.best_mean_recall:.2%} "
-                f"(accuracy {run.best_accuracy:.2%}) at epoch {run.best_epoch}, {run.seconds:.0f} s")
-        runs.append(run)
-    best = max(runs, key=lambda r: (r.best_mean_recall, r.best_accuracy, -r.lr))
+                f"(accuracy {run.best_accuracy:.2%}) at epoch {run.best_epoch}{state}, {run.seconds:.0f} s")
+        return run
+
+    runs = [run_lr(lr, race, resume) for lr in cfg.lrs]
+    best = max(runs, key=_rank)
+    if race:
+        # Successive halving with one survivor: the rates are compared on validation after `race` epochs
+        # each, then only the leader trains its whole plan. The leader can only improve on its race
+        # score, so the final choice equals the race's (and a rerun after an interruption agrees).
+        for r in runs:
+            if r is not best and not r.done:
+                _end_race(r, work_dir / _lr_tag(r.lr), race)
+        if log:
+            log(f"rate race: lr {best.lr:g} leads after {race} epoch(s); it alone trains on")
+        runs[runs.index(best)] = best = run_lr(best.lr, None, True)
     keras.utils.set_random_seed(cfg.seed)
     model, info = build()
     best_file = work_dir / _lr_tag(best.lr) / "best.weights.h5"
