@@ -91,9 +91,21 @@ class KerasRunner:
         return np.asarray(self.model.predict_on_batch(x[None].astype(np.float32)), np.float32)[0]
 
 
-def open_runner(kind: str, path, metadata: ModelMetadata, threads: int) -> Runner:
+class TTARunner:
+    """Any runner, its probabilities averaged over the test-time augmentation's views (fer_edge.tta)."""
+
+    def __init__(self, inner: Runner, mode: str):
+        from fer_edge.tta import with_tta
+
+        self.inner, self.load_seconds, self.engine = inner, inner.load_seconds, inner.engine
+        self.predict = with_tta(inner.predict, mode)
+        self.predict_one = with_tta(inner.predict_one, mode)
+
+
+def open_runner(kind: str, path, metadata: ModelMetadata, threads: int, tta: str = "none") -> Runner:
     try:
         cls = BACKENDS.get(kind)
     except FerEdgeError as exc:
         raise ModelError(f"{path}: {exc}") from None
-    return cls(path, metadata, threads)
+    runner = cls(path, metadata, threads)
+    return runner if tta == "none" else TTARunner(runner, tta)

@@ -58,6 +58,8 @@ def register(app: typer.Typer) -> None:
         input_size: Optional[int] = typer.Option(None, "--input-size", min=8,
                                                  help="for a .tflite without metadata: its input side"),
         color: Optional[str] = typer.Option(None, "--color", help="for a .tflite without metadata: grey or rgb"),
+        tta: str = typer.Option("none", "--tta", help="test-time augmentation, comma separated: none, flip "
+                                "(average each image with its mirror). none,flip benches every variant both ways"),
     ) -> None:
         """Accuracy, per-class recall, speed, size and memory of each model variant, side by side."""
         from rich.console import Console
@@ -70,7 +72,8 @@ def register(app: typer.Typer) -> None:
                            max_seconds=max_seconds, limit=limit, max_drop=max_drop, max_class_drop=max_class_drop,
                            out=out, console=console, data_kind=data_kind, isolate=isolate, plots=plots,
                            speed=speed, labels=[x.strip() for x in labels.split(",") if x.strip()] if labels else None,
-                           input_size=input_size, color=_color(color))
+                           input_size=input_size, color=_color(color),
+                           tta=[x.strip() for x in tta.split(",") if x.strip()] or ["none"])
         if not any(v.ok for v in result.variants):
             raise ModelError("no variant could be benchmarked: "
                              + "; ".join(f"{v.name}: {v.error}" for v in result.variants))

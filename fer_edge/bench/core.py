@@ -79,7 +79,8 @@ def _pick_reference(refs: list[ModelRef], rows: dict[str, VariantResult]) -> dic
     """Per group: the Keras float model if it ran, else the fp32 TFLite (which then stands in)."""
     out: dict[str, str | None] = {}
     for group in dict.fromkeys(r.group for r in refs):
-        members = [rows[r.name] for r in refs if r.group == group]
+        # the reference runs without test-time augmentation: what every other row is compared with
+        members = [rows[r.name] for r in refs if r.group == group and r.tta == "none"]
         pick = next((m for m in members if m.variant == "float" and m.ok), None)
         pick = pick or next((m for m in members if m.variant == "fp32" and m.kind == "tflite" and m.ok), None)
         out[group] = pick.name if pick else None
@@ -106,7 +107,8 @@ def _measure_speed(ref: ModelRef, row: VariantResult, image: np.ndarray, threads
     for t in threads:
         _say(console, f"  [dim]timing {row.name} at {t} thread(s)[/]")
         if isolate:
-            res = run_probe(ref.kind, ref.path, ref.metadata.to_json(), t, image, warmup, runs, max_seconds)
+            res = run_probe(ref.kind, ref.path, ref.metadata.to_json(), t, image, warmup, runs, max_seconds,
+                            tta=ref.tta)
             row.speed[t] = Speed.from_probe(t, res)
             continue
         # In-process: quicker (no interpreter restart), but memory peaks mix; reported as not isolated.
@@ -114,7 +116,7 @@ def _measure_speed(ref: ModelRef, row: VariantResult, image: np.ndarray, threads
 
         try:
             t0 = time.perf_counter()
-            runner = open_runner(ref.kind, ref.path, ref.metadata, t)
+            runner = open_runner(ref.kind, ref.path, ref.metadata, t, ref.tta)
             runner.predict_one(image)
             cold = time.perf_counter() - t0
             lat = measure(lambda: runner.predict_one(image), warmup, runs, max_seconds)
@@ -150,6 +152,7 @@ def run_bench(
     labels: list[str] | None = None,
     input_size: int | None = None,
     color: str | None = None,
+    tta: Sequence[str] = ("none",),
 ) -> BenchResult:
     """Benchmark model variants on one labelled split.
 
@@ -160,10 +163,11 @@ def run_bench(
     out: folder for bench.json/.csv/.md and the plots. isolate: time each variant in a fresh process.
     speed: False scores accuracy only (what a gate needs, in a fraction of the time).
     labels/input_size/color: for .tflite files without fer-edge metadata (exported elsewhere).
+    tta: test-time augmentation modes (fer_edge.tta); each variant is benched once per mode.
     """
     t_start = time.perf_counter()
     thread_plan, warnings = plan_threads(threads)
-    refs = resolve_models(models, labels, input_size, color)
+    refs = resolve_models(models, labels, input_size, color, tta)
     if not refs:
         raise ConfigError("no models given; name convert output folders, .tflite files or a .keras model")
     bd: BenchData = bench_data(data, split, limit, data_kind)
@@ -173,7 +177,7 @@ def run_bench(
     for ref in refs:
         row = VariantResult(name=ref.name, group=ref.group, variant=ref.variant, kind=ref.kind, path=str(ref.path),
                             size_bytes=ref.size_bytes, labels=list(ref.metadata.labels) if ref.metadata else [],
-                            error=ref.error)
+                            error=ref.error, tta=ref.tta)
         if ref.note:
             row.notes.append(ref.note)
         rows[ref.name] = row
@@ -193,7 +197,7 @@ def run_bench(
         _say(console, f"scoring [bold]{ref.name}[/] ({ref.path.name}) on {bd.n} images")
         try:
             targets[ref.name] = label_targets(bd.y, bd.labels, ref.metadata.labels, ref.path.name)
-            runner = open_runner(ref.kind, ref.path, ref.metadata, max(thread_plan))
+            runner = open_runner(ref.kind, ref.path, ref.metadata, max(thread_plan), ref.tta)
             probs[ref.name] = runner.predict(bd.arrays(ref.metadata.preprocess))
             del runner
             row.scores = score(targets[ref.name], probs[ref.name], ref.metadata.labels)
@@ -254,6 +258,7 @@ def run_bench(
         threads=thread_plan, machine=machine,
         settings={"speed": speed, "runs": runs, "warmup": warmup, "max_seconds": max_seconds, "limit": limit, "isolated": isolate,
                   "max_drop": max_drop, "max_class_drop": max_class_drop,
+                  "tta": sorted({r.tta for r in refs}),
                   "reference": {g: n for g, n in reference.items()},
                   "seconds": round(time.perf_counter() - t_start, 2)},
         recommendation=recommend(ordered, thread_plan, max_drop, max_class_drop),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from fer_edge.errors import FerEdgeError, ModelError
@@ -35,6 +35,7 @@ class ModelRef:
     error: str | None = None           # metadata could not be read: the variant becomes an error row
     note: str = ""
     name: str = ""                     # display name, unique within a run (set by name_variants)
+    tta: str = "none"                  # test-time augmentation it is scored and timed with (fer_edge.tta)
 
     @property
     def variant(self) -> str:
@@ -52,7 +53,8 @@ class ModelRef:
     @property
     def sort_key(self) -> tuple:
         v = self.variant
-        return (self.group, VARIANT_ORDER.index(v) if v in VARIANT_ORDER else len(VARIANT_ORDER), self.path.name)
+        return (self.group, VARIANT_ORDER.index(v) if v in VARIANT_ORDER else len(VARIANT_ORDER), self.path.name,
+                self.tta != "none", self.tta)
 
 
 def _variant_from_stem(stem: str) -> str:
@@ -97,9 +99,13 @@ def _keras_metadata(path: Path, siblings: list[Path]) -> tuple[ModelMetadata, st
 
 
 def resolve_models(paths: list[str | os.PathLike], labels: list[str] | None = None, input_size: int | None = None,
-                   color: str | None = None) -> list[ModelRef]:
+                   color: str | None = None, tta: list[str] | tuple[str, ...] = ("none",)) -> list[ModelRef]:
     """Expand folders, read each variant's metadata; unreadable metadata becomes an error on that variant.
-    labels/input_size/color describe .tflite files exported without fer-edge metadata."""
+    labels/input_size/color describe .tflite files exported without fer-edge metadata. tta: every variant
+    is benched once per test-time augmentation mode ('int8', 'int8+flip', ...)."""
+    from fer_edge.tta import check_tta
+
+    modes = list(dict.fromkeys(check_tta(m) for m in tta)) or ["none"]
     files: list[Path] = []
     for p in paths:
         for f in _expand(Path(p)):
@@ -121,7 +127,8 @@ def resolve_models(paths: list[str | os.PathLike], labels: list[str] | None = No
                 ref.metadata = resolve_metadata(f, labels, input_size, color)
         except FerEdgeError as exc:
             ref.error = str(exc)
-        refs.append(ref)
+        ref.tta = modes[0]
+        refs += [ref] + [replace(ref, tta=m) for m in modes[1:]]
     refs.sort(key=lambda r: r.sort_key)
     name_variants(refs)
     return refs
@@ -140,5 +147,6 @@ def name_variants(refs: list[ModelRef]) -> None:
         base.setdefault((r.group, r.variant), []).append(r)
     for (group, variant), members in base.items():
         for r in members:
-            own = variant if len(members) == 1 else r.path.stem
+            own = variant if len({m.path for m in members}) == 1 else r.path.stem
+            own += "" if r.tta == "none" else f"+{r.tta}"
             r.name = f"{group}:{own}" if len(groups) > 1 else own

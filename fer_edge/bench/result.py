@@ -60,6 +60,7 @@ class VariantResult:
     gate_failures: list[GateFailure] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    tta: str = "none"                      # test-time augmentation (fer_edge.tta)
 
     @property
     def ok(self) -> bool:

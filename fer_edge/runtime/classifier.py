@@ -23,7 +23,10 @@ log = logging.getLogger("fer_edge.runtime.classifier")
 class Classifier:
     def __init__(self, model: str | Path, threads: int | None = None, delegate: str | None = None,
                  runtime: str | None = None, labels: list[str] | None = None, input_size: int | None = None,
-                 color: str | None = None, require_variant: str | None = None):
+                 color: str | None = None, require_variant: str | None = None, tta: str = "none"):
+        from fer_edge.tta import check_tta, with_tta
+
+        self.tta = check_tta(tta)
         self.threads = int(threads) if threads else default_threads()
         meta = resolve_metadata(model, labels, input_size, color)
         if require_variant and meta.variant != require_variant:
@@ -36,18 +39,19 @@ class Classifier:
             log.warning(self.delegate_note)
         self.spec: PreprocessSpec = self.model.metadata.preprocess
         self.labels: list[str] = self.model.labels
+        self._predict_one = with_tta(self.model.predict_one, self.tta)
 
     def classify(self, crops: list[np.ndarray]) -> np.ndarray:
         """Model inputs (uint8, spec.shape each) -> probabilities (N, K)."""
         if not crops:
             return np.zeros((0, len(self.labels)), np.float32)
-        return np.stack([self.model.predict_one(c) for c in crops])
+        return np.stack([self._predict_one(c) for c in crops])
 
     def describe(self) -> dict:
         m = self.model
         return {
             "path": str(m.path), "runtime": f"{m.runtime.name} {m.runtime.version}", "threads": self.threads,
             "labels": self.labels, "input": list(self.spec.shape), "color": self.spec.color,
-            "variant": m.metadata.variant, "backbone": m.metadata.backbone,
+            "variant": m.metadata.variant, "backbone": m.metadata.backbone, "tta": self.tta,
             "delegate_note": self.delegate_note or None,
         }

@@ -87,6 +87,7 @@ class ClassifierConfig(_Strict):
     delegate: str | None = None                   # path of an external delegate library; falls back to CPU
     runtime: Literal["ai_edge_litert", "tflite_runtime", "tensorflow"] | None = None
     align: bool = False                           # level the eyes before classifying (needs landmarks)
+    tta: str = "none"                             # test-time augmentation: none | flip (fer_edge.tta)
     # Only for a .tflite exported elsewhere, without fer-edge metadata: its labels in output order,
     # input side and colour (a model that carries metadata must not be contradicted).
     labels: list[str] | None = Field(None, min_length=2)
@@ -94,6 +95,13 @@ class ClassifierConfig(_Strict):
     color: Literal["grey", "rgb"] | None = None
     # Refuse a model of any other variant, e.g. int8 for an integer-only accelerator.
     require_variant: Literal["fp32", "fp16", "dynamic", "int8"] | None = None
+
+    @field_validator("tta")
+    @classmethod
+    def _known_tta(cls, v: str) -> str:
+        from fer_edge.tta import check_tta
+
+        return check_tta(v)  # raises UnknownNameError with the valid names
 
 
 class DetectorConfig(_Strict):
