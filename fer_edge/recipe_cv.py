@@ -54,11 +54,16 @@ def _scores(v) -> dict:
     return {**scores_summary(v.scores), "confusion": v.scores.confusion}
 
 
-def summarise(folds: list[dict], labels: list[str]) -> dict:
+def scored_variants(tta: list[str]) -> list[str]:
+    """The rows a fold reports: float and int8, then each again per test-time augmentation ('int8+flip')."""
+    return [v if m == "none" else f"{v}+{m}" for m in tta for v in ("float", "int8")]
+
+
+def summarise(folds: list[dict], labels: list[str], variants: list[str] = ("float", "int8")) -> dict:
     """Mean and sample std (ddof=1) over folds of each headline metric, plus pooled figures from the
     summed confusion matrices (every image counted once)."""
     out: dict = {}
-    for variant in ("float", "int8"):
+    for variant in variants:
         ok = [f[variant] for f in folds if "accuracy" in f.get(variant, {})]
         if not ok:
             continue
@@ -96,18 +101,21 @@ def render_md(summary: dict) -> str:
              "carved by subject from each fold's training subjects.", "",
              "| model | accuracy % (mean ± std) | mean per-class recall % | macro-F1 % | pooled accuracy % | "
              "pooled mean recall % |", "|---|---|---|---|---|---|"]
-    for v in ("float", "int8"):
+    for v in summary.get("scored", ["float", "int8"]):
         d = s.get(v)
         if d:
             lines.append(f"| {v} | {_fmt(d['accuracy'])} | {_fmt(d['mean_recall'])} | {_fmt(d['macro_f1'])} | "
                          f"{d['pooled']['accuracy']:.2f} | {d['pooled']['mean_recall']:.2f} |")
     lines += ["", "std is the sample standard deviation over folds; pooled figures sum the folds' confusion "
-              "matrices (each image counted once).", ""]
+              "matrices (each image counted once)."
+              + (" `+flip`: each test image averaged with its mirror image (test-time augmentation, "
+                 "fer_edge.tta); the same models." if any("+" in v for v in summary.get("scored", [])) else ""),
+              ""]
     if s.get("float") and s.get("int8"):
         lines += ["Pooled per-class recall %:", "",
                   "| class | " + " | ".join(summary["labels"]) + " |",
                   "|---|" + "---|" * len(summary["labels"])]
-        for v in ("float", "int8"):
+        for v in [v for v in summary.get("scored", ["float", "int8"]) if s.get(v)]:
             lines.append(f"| {v} | " + " | ".join("-" if s[v]["pooled"]["recall"][l] is None
                                                    else f"{s[v]['pooled']['recall'][l]:.1f}"
                                                    for l in summary["labels"]) + " |")
@@ -135,8 +143,10 @@ def render_md(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def _fold_key(cfg, test_subjects: list[str]) -> str:
-    return hashlib.sha256((cfg.fingerprint() + ",".join(test_subjects)).encode()).hexdigest()[:16]
+def _fold_key(cfg, test_subjects: list[str], tta: list[str] = ("none",)) -> str:
+    # tta joins the key only when asked for, so folds done before it existed are still recognised
+    extra = "" if list(tta) == ["none"] else "|tta:" + ",".join(tta)
+    return hashlib.sha256((cfg.fingerprint() + ",".join(test_subjects) + extra).encode()).hexdigest()[:16]
 
 
 def _train_deploy(recipe, data: str, labels: list[str], out: Path, budget_scale: float, summary: dict,
@@ -152,7 +162,7 @@ def _train_deploy(recipe, data: str, labels: list[str], out: Path, budget_scale:
     src = res.paths["int8"]
     meta = read_metadata(src)
     est = {v: {m: summary["summary"][v][m] for m in ("accuracy", "mean_recall")}
-           for v in ("float", "int8") if v in summary["summary"]}
+           for v in summary["scored"] if v in summary["summary"]}
     meta = meta.model_copy(update={"extra": {**meta.extra, "cv_estimate": {
         "folds": summary["folds"], "subject_independent": True, **est,
         "note": "trained on every subject; these k-fold figures estimate accuracy on unseen people"}}})
@@ -186,12 +196,13 @@ def run_cv(recipe, name: str, data: str | None, out: Path, results_dir: Path, bu
         f" --budget-scale {budget_scale:g}" if budget_scale != 1.0 else "")
     summary = {"schema": CV_SCHEMA, "recipe": name, "row": recipe.row, "data": recipe.data,
                "n_images": len(ds.samples), "n_subjects": n_subjects, "labels": labels, "folds": k,
-               "cv_seed": recipe.cv.seed, "budget_scale": budget_scale, "command": command, "fold_rows": []}
+               "cv_seed": recipe.cv.seed, "budget_scale": budget_scale, "command": command,
+               "scored": scored_variants(recipe.tta), "fold_rows": []}
     results_dir.mkdir(parents=True, exist_ok=True)
 
     def save() -> None:
         summary["folds_done"] = len(summary["fold_rows"])
-        summary["summary"] = summarise(summary["fold_rows"], labels)
+        summary["summary"] = summarise(summary["fold_rows"], labels, summary["scored"])
         summary["git"] = git_commit()
         atomic_write_text(results_dir / f"{name}.json", json.dumps(summary, indent=2, default=str))
         atomic_write_text(results_dir / f"{name}.md", render_md(summary))
@@ -204,7 +215,7 @@ def run_cv(recipe, name: str, data: str | None, out: Path, results_dir: Path, bu
         tree = fold_dir / "data"
         cfg = convert_config(recipe, str(tree), fold_dir / "convert", budget_scale, labels=labels)
         summary["convert"] = cfg.model_dump(mode="json", exclude={"data", "out"})
-        key = _fold_key(cfg, test_subjects)
+        key = _fold_key(cfg, test_subjects, recipe.tta)
         done_file = fold_dir / "fold.json"
         if done_file.is_file():
             prev = json.loads(done_file.read_text())
@@ -218,12 +229,13 @@ def run_cv(recipe, name: str, data: str | None, out: Path, results_dir: Path, bu
         t0 = time.perf_counter()
         write_fold_tree(tree, train, test)
         res = convert(cfg, console=console)
-        bench = run_bench([res.out], str(tree), split="test", speed=False, plots=False, console=None)
-        by_variant = {v.variant: v for v in bench.variants}
+        bench = run_bench([res.out], str(tree), split="test", speed=False, plots=False, console=None,
+                          tta=recipe.tta)
+        by_variant = {v.variant if v.tta == "none" else f"{v.variant}+{v.tta}": v for v in bench.variants}
         train_subjects = sorted({s.subject for s in train if s.subject is not None})
         row = {"fold": i, "key": key, "test_subjects": test_subjects, "train_subjects": train_subjects,
                "n_train": len(train), "n_test": len(test),
-               "float": _scores(by_variant.get("float")), "int8": _scores(by_variant.get("int8")),
+               **{v: _scores(by_variant.get(v)) for v in summary["scored"]},
                "chosen_lr": res.best_lr, "train_wall_s": round(res.timings.get("train", 0.0), 1),
                "wall_s": round(time.perf_counter() - t0, 1)}
         atomic_write_text(done_file, json.dumps(row, indent=2, default=str))

@@ -75,6 +75,8 @@ class Recipe(BaseModel):
                                                             "that differ from the package defaults")
     cv: Optional[CVSpec] = None
     threads: int = Field(2, ge=1, description="thread count the latency column is measured at")
+    tta: list[str] = Field(default_factory=lambda: ["none"], description="test-time augmentation modes the "
+                           "held-out split is also scored with (fer_edge.tta: none, flip); cv recipes only")
     bench_runs: int = Field(200, ge=1, description="batch-1 timing runs per variant (fer-edge bench --runs)")
     bench_max_seconds: float = Field(2.0, gt=0, description="timing budget per variant and thread count")
     train_eval_limit: Optional[int] = Field(3000, ge=1, description="random training images scored for the "
@@ -89,6 +91,12 @@ class Recipe(BaseModel):
             raise ValueError("give exactly one of `model` (a backbone name) and `model_file` (a Keras model file)")
         if self.model_file is not None and self.cv is not None:
             raise ValueError("`cv` trains a model per fold; it cannot be combined with `model_file`")
+        from fer_edge.tta import check_tta
+
+        self.tta = list(dict.fromkeys(check_tta(m) for m in ["none", *self.tta]))
+        if self.tta != ["none"] and self.cv is None:
+            raise ValueError("`tta` is reported by cv recipes only; bench a table row's models with "
+                             "`fer-edge bench --tta none,flip`")
         clash = sorted(set(self.convert) & set(TOP_LEVEL_CONVERT_KEYS))
         if clash:
             raise ValueError(f"convert.{clash[0]} is set by the recipe's top-level keys "

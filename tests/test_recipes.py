@@ -88,6 +88,14 @@ def test_every_committed_recipe_validates():
     assert paper["fer2013_mobilenet"].test_accuracy == 60.91
 
 
+def test_tta_is_checked_and_only_for_cv_recipes():
+    with pytest.raises(ConfigError, match="flip"):
+        parse_recipe({**BASE, "cv": {"folds": 2}, "tta": ["mirror"]})
+    with pytest.raises(ConfigError, match="cv recipes only"):
+        parse_recipe({**BASE, "tta": ["flip"]})
+    assert parse_recipe({**BASE, "cv": {"folds": 2}, "tta": ["flip"]}).tta == ["none", "flip"]
+
+
 def test_budget_scale_keeps_a_phase_alive_and_an_off_phase_off():
     assert [scaled_epochs(n, 0.25) for n in (0, 1, 3, 24)] == [0, 1, 1, 6]
 
@@ -150,9 +158,14 @@ def test_cv_keeps_subjects_apart_and_writes_summary_and_deploy_model(shared_tree
     deploy = tmp_path / "models" / "ck_int8.tflite"
     recipe = _write_recipe(tmp_path / "ck_cv.yaml", {
         "row": "cv", "table": "ckplus", "data": "data/ck", "model": "mobilenet", "variants": ["int8"],
-        "convert": {**TINY_CONVERT, "fine_tune_epochs": 0}, "cv": {"folds": 2, "deploy_model": str(deploy)}})
+        "convert": {**TINY_CONVERT, "fine_tune_epochs": 0}, "cv": {"folds": 2, "deploy_model": str(deploy)},
+        "tta": ["flip"]})
     summary = run_recipe(recipe, out=tmp_path / "out", results=tmp_path / "res", shared=shared_tree)
     assert summary["folds_done"] == 2 and summary["n_subjects"] == 8
+    # the same fold models scored again with the mirror-averaged test images
+    assert summary["scored"] == ["float", "int8", "float+flip", "int8+flip"]
+    flip = summary["summary"]["int8+flip"]["pooled"]
+    assert flip["n"] == 96 and flip["accuracy"] == pytest.approx(100 * np.trace(flip["confusion"]) / 96, abs=0.01)
     tests = [set(f["test_subjects"]) for f in summary["fold_rows"]]
     for f in summary["fold_rows"]:
         assert set(f["train_subjects"]).isdisjoint(f["test_subjects"]) and f["test_subjects"]
