@@ -17,6 +17,8 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 ROW_SCHEMA = "fer-edge-recipe-row/1"
 
@@ -116,7 +118,9 @@ def render_md(rows: list[dict], pending: list[tuple[str, dict]] = ()) -> str:
                   "|---|" + "---|" * len(COLUMNS)]
         for r in rows:
             lines.append(f"| `{r['recipe']}` | " + " | ".join(f(r) for _, f in COLUMNS) + " |")
-        lines += ["", "\\* paper figures are quoted, not measured here; where each was read is listed below.", ""]
+        lines += ["", "\\* paper figures are quoted, not measured here; where each was read is listed below.", "",
+                  "Plots: [accuracy vs latency](table1_accuracy_vs_latency.png) (fp32 -> int8 per row), "
+                  "[per-class recall](table1_recall_per_class.png) (int8, float in brackets).", ""]
         notes = [(r["recipe"], r) for r in rows
                  if r.get("budget_note") or r.get("notes") or r.get("deviations") or r.get("from_convert")]
         if notes:
@@ -174,6 +178,75 @@ def render_csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
+def _short(r: dict) -> str:
+    return r["recipe"].removeprefix("fer2013_")
+
+
+def plot_accuracy_vs_latency(rows: list[dict], path: Path) -> Path | None:
+    """PublicTest accuracy against batch-1 latency: the fp32 TFLite (hollow) and the int8 file (filled) of each
+    row, joined, on a log time axis - what int8 buys in time and costs in accuracy, row by row."""
+    pts = [r for r in rows if r.get("int8_p50_ms") and r["int8"].get("accuracy") is not None]
+    if not pts:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8.5, 5.2))
+    for i, r in enumerate(pts):
+        color = plt.cm.tab10(i % 10)
+        fp32 = (r.get("latency_p50_ms") or {}).get("fp32")
+        ax.scatter(r["int8_p50_ms"], r["int8"]["accuracy"], color=color, s=42, zorder=3, label=_short(r))
+        if fp32 and r["float"].get("accuracy") is not None:
+            ax.scatter(fp32, r["float"]["accuracy"], facecolors="none", edgecolors=color, s=42, zorder=3)
+            ax.plot([fp32, r["int8_p50_ms"]], [r["float"]["accuracy"], r["int8"]["accuracy"]], color=color,
+                    lw=1, alpha=0.7)
+        ax.annotate(_short(r), (r["int8_p50_ms"], r["int8"]["accuracy"]), textcoords="offset points",
+                    xytext=(5, 4), fontsize=7, color=color)
+    ax.set_xscale("log")
+    ax.set_xlabel(f"batch-1 p50 latency, ms ({pts[0].get('threads')} threads, LiteRT; log scale)")
+    ax.set_ylabel("FER2013 PublicTest accuracy, %")
+    ax.set_title("Table 1 rows: fp32 TFLite (hollow) -> int8 (filled)")
+    ax.grid(True, which="both", alpha=0.3)
+    return _save(fig, path, plt)
+
+
+def plot_recall_per_class(rows: list[dict], path: Path) -> Path | None:
+    """Per-class recall of each row's int8 model as a heat map (rows x classes), float beside it in the cell."""
+    pts = [r for r in rows if r["int8"].get("recall")]
+    if not pts:
+        return None
+    labels = list(pts[0]["int8"]["recall"])
+    grid = np.array([[r["int8"]["recall"].get(c) or 0.0 for c in labels] for r in pts])
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(1.6 + 1.05 * len(labels), 0.9 + 0.42 * len(pts)))
+    ax.imshow(grid, cmap="viridis", vmin=0, vmax=100, aspect="auto")
+    for i, r in enumerate(pts):
+        for j, c in enumerate(labels):
+            fl = (r["float"].get("recall") or {}).get(c)
+            ax.text(j, i, f"{grid[i, j]:.0f}" + (f" ({fl:.0f})" if fl is not None else ""), ha="center",
+                    va="center", fontsize=7, color="white" if grid[i, j] < 60 else "black")
+    ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
+    ax.set_yticks(range(len(pts)), [_short(r) for r in pts], fontsize=8)
+    ax.set_title("PublicTest recall per class, %: int8 (float in brackets)")
+    return _save(fig, path, plt)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path, plt) -> Path:
+    from fer_edge.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    plt.close(fig)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[1])
     ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results" / "table1")
@@ -185,7 +258,10 @@ def main(argv: list[str] | None = None) -> int:
     pending = pending_recipes(a.recipes, {r["recipe"] for r in rows}) if a.recipes.is_dir() else []
     atomic_write_text(a.results / "table1.md", render_md(rows, pending))
     atomic_write_text(a.results / "table1.csv", render_csv(rows))
-    print(f"{len(rows)} row(s), {len(pending)} recipe(s) not run -> {a.results / 'table1.md'}, table1.csv")
+    plots = [p.name for p in (plot_accuracy_vs_latency(rows, a.results / "table1_accuracy_vs_latency.png"),
+                              plot_recall_per_class(rows, a.results / "table1_recall_per_class.png")) if p]
+    print(f"{len(rows)} row(s), {len(pending)} recipe(s) not run -> {a.results / 'table1.md'}, table1.csv"
+          + (", " + ", ".join(plots) if plots else ""))
     return 0
 
 

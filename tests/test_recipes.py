@@ -195,12 +195,13 @@ def _table1():
 
 
 def _row(name: str, acc: float, weighted: bool, paper: float | None) -> dict:
-    scores = {"accuracy": acc, "mean_recall": acc - 2, "macro_f1": acc - 3, "recall": {}}
+    scores = {"accuracy": acc, "mean_recall": acc - 2, "macro_f1": acc - 3, "recall": {"angry": acc, "happy": acc - 5}}
     return {"schema": "fer-edge-recipe-row/1", "recipe": name, "row": f"Row {name}", "split": "public_test",
             "n_test": 3589, "weights": "none", "input_size": 96, "class_weights": weighted, "lrs": [1e-3, 1e-4],
             "chosen_lr": 1e-4, "epochs": 12, "fine_tune_epochs": 4, "train": {"accuracy": acc + 10},
             "float": scores, "int8": {**scores, "accuracy": acc - 0.5}, "int8_p50_ms": 1.234,
-            "int8_size_bytes": 300 * 1024, "train_wall_s": 600, "threads": 2, "budget_note": "reduced",
+            "int8_size_bytes": 300 * 1024, "latency_p50_ms": {"fp32": 2.5, "int8": 1.234}, "train_wall_s": 600,
+            "threads": 2, "budget_note": "reduced",
             "paper": {"test_accuracy": paper, "source": "the paper, quoted", "note": "MobileNet"} if paper else None,
             "machine": {"cpu": "cpu", "tflite_runtime": "litert"}}
 
@@ -232,3 +233,6 @@ def test_table1_renders_rows_beside_the_paper(tmp_path):
     assert "`fer-edge recipe converters/a.yaml`" not in md
     csv_lines = (res / "table1.csv").read_text().splitlines()
     assert len(csv_lines) == 3 and csv_lines[0].startswith("recipe,row,weights")
+    # the two plots are written beside the table and linked from it
+    for png in ("table1_accuracy_vs_latency.png", "table1_recall_per_class.png"):
+        assert (res / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"({png})" in md
