@@ -215,7 +215,9 @@ def test_broker_outage_buffers_in_order_counts_overflow_and_resumes(broker):
     assert unique == sorted(unique), "results arrived out of order"
     # exactly the newest buffer_max results of the outage survived, nothing else was lost
     assert unique == list(range(10)) + list(range(n - 1 - buffer_max, n - 1)) + [n - 1]
-    assert slowest < 0.05, f"publish() blocked for {slowest * 1000:.1f} ms"
+    # a publish that waited on the broken connection would take the connect/keepalive timeouts (seconds);
+    # the bound sits far from those and from a loaded machine's scheduling noise
+    assert slowest < 0.5, f"publish() blocked for {slowest * 1000:.1f} ms"
 
 
 def test_username_password_and_a_clear_error_for_a_wrong_one(tmp_path):
@@ -245,7 +247,7 @@ def test_username_password_and_a_clear_error_for_a_wrong_one(tmp_path):
         assert "wrong" not in repr(bad.config)
         t0 = time.perf_counter()
         bad.publish(result(0))
-        assert time.perf_counter() - t0 < 0.05
+        assert time.perf_counter() - t0 < 0.5  # never waits on the network
         t0 = time.perf_counter()
         bad.close()
         assert time.perf_counter() - t0 < 3
@@ -311,7 +313,7 @@ def test_unreachable_broker_never_blocks_and_reports_degraded():
         t0 = time.perf_counter()
         for i in range(20):
             sink.publish(result(i))
-        assert time.perf_counter() - t0 < 0.05
+        assert time.perf_counter() - t0 < 0.5  # never waits on the network
         assert wait(lambda: m.health()[0] == "degraded", 5)
         assert "unreachable" in m.health()[1]
         assert sink.stats()["buffered"] == 5 and sink.stats()["overflow"] == 15
