@@ -185,10 +185,12 @@ def _short(r: dict) -> str:
 def plot_accuracy_vs_latency(rows: list[dict], path: Path) -> Path | None:
     """PublicTest accuracy against batch-1 latency: the fp32 TFLite (hollow) and the int8 file (filled) of each
     row, joined, on a log time axis - what int8 buys in time and costs in accuracy, row by row."""
+    from fer_edge.bench.plots import pyplot, save_png
+
     pts = [r for r in rows if r.get("int8_p50_ms") and r["int8"].get("accuracy") is not None]
     if not pts:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8.5, 5.2))
     for i, r in enumerate(pts):
         color = plt.cm.tab10(i % 10)
@@ -205,17 +207,19 @@ def plot_accuracy_vs_latency(rows: list[dict], path: Path) -> Path | None:
     ax.set_ylabel("FER2013 PublicTest accuracy, %")
     ax.set_title("Table 1 rows: fp32 TFLite (hollow) -> int8 (filled)")
     ax.grid(True, which="both", alpha=0.3)
-    return _save(fig, path, plt)
+    return save_png(fig, path, plt)
 
 
 def plot_recall_per_class(rows: list[dict], path: Path) -> Path | None:
     """Per-class recall of each row's int8 model as a heat map (rows x classes), float beside it in the cell."""
+    from fer_edge.bench.plots import pyplot, save_png
+
     pts = [r for r in rows if r["int8"].get("recall")]
     if not pts:
         return None
     labels = list(pts[0]["int8"]["recall"])
     grid = np.array([[r["int8"]["recall"].get(c) or 0.0 for c in labels] for r in pts])
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(1.6 + 1.05 * len(labels), 0.9 + 0.42 * len(pts)))
     ax.imshow(grid, cmap="viridis", vmin=0, vmax=100, aspect="auto")
     for i, r in enumerate(pts):
@@ -226,25 +230,7 @@ def plot_recall_per_class(rows: list[dict], path: Path) -> Path | None:
     ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
     ax.set_yticks(range(len(pts)), [_short(r) for r in pts], fontsize=8)
     ax.set_title("PublicTest recall per class, %: int8 (float in brackets)")
-    return _save(fig, path, plt)
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path, plt) -> Path:
-    from fer_edge.atomic import atomic_path
-
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
-    plt.close(fig)
-    return path
+    return save_png(fig, path, plt)
 
 
 def main(argv: list[str] | None = None) -> int:

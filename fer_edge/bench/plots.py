@@ -15,7 +15,7 @@ from fer_edge.bench.models import slug
 from fer_edge.bench.result import BenchResult
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")  # no display on a board or in CI
@@ -24,7 +24,7 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: Path, plt) -> Path:
+def save_png(fig, path: Path, plt) -> Path:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
     plt.close(fig)
@@ -47,7 +47,7 @@ def confusion_png(name: str, labels: list[str], cm: list[list[int]], path: Path,
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(f"{name}: confusion (row-normalised)")
-    return _save(fig, path, plt)
+    return save_png(fig, path, plt)
 
 
 def recall_png(result: BenchResult, path: Path, plt) -> Path | None:
@@ -71,7 +71,7 @@ def recall_png(result: BenchResult, path: Path, plt) -> Path | None:
     ax.set_title("per-class recall: reference vs each variant")
     ax.legend(fontsize=7, ncol=min(4, len(ok)))
     ax.grid(axis="y", alpha=0.3)
-    return _save(fig, path, plt)
+    return save_png(fig, path, plt)
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -107,13 +107,13 @@ def pareto_png(result: BenchResult, path: Path, plt) -> Path | None:
     ax.set_title("accuracy vs latency")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    return _save(fig, path, plt)
+    return save_png(fig, path, plt)
 
 
 def write_plots(result: BenchResult, out: Path) -> tuple[list[Path], str | None]:
     """-> (PNG files written, a note when matplotlib is missing)."""
     try:
-        plt = _pyplot()
+        plt = pyplot()
     except ImportError as exc:
         return [], f"plots skipped: matplotlib is not installed ({exc}); pip install matplotlib"
     files: list[Path] = []
