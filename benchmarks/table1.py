@@ -157,12 +157,15 @@ def render_md(rows: list[dict], pending: list[tuple[str, dict]] = ()) -> str:
                   "of an H100) ran out before these finished: its first attempt started all 21 runs of the grid at "
                   "once and ran out of GPU memory (see benchmarks/README.md). On a GPU box, `benchmarks/gpu_grid.py` "
                   "trains them under JAX and the command beside each exports and benches here; on any machine the "
-                  "command alone does all of it.",
+                  "command alone does all of it. Recipes ending in `_cpu` are the same rows at a budget one session "
+                  "on these CPUs can train (smaller input, a rate race, fewer epochs).",
                   "",
                   "| recipe | row | command | budget |", "|---|---|---|---|"]
+        done = {r["recipe"] for r in rows}
         for name, d in pending:
+            cpu = f" A CPU-budget version of this row is in the table: `{name}_cpu`." if f"{name}_cpu" in done else ""
             lines.append(f"| `{name}` | {d.get('row', '')} | `fer-edge recipe converters/{name}.yaml` | "
-                         f"{d.get('budget_note', '')} |")
+                         f"{d.get('budget_note', '')}{cpu} |")
         lines.append("")
     lines += ["Regenerate: `.venv/bin/python benchmarks/table1.py` (rows: `fer-edge recipe converters/<recipe>.yaml`).",
               ""]

@@ -212,6 +212,7 @@ def test_table1_renders_rows_beside_the_paper(tmp_path):
     res.mkdir()
     (res / "a.json").write_text(json.dumps(_row("a", 61.0, True, 60.91)))
     (res / "b.json").write_text(json.dumps(_row("b", 55.5, False, None)))
+    (res / "c_cpu.json").write_text(json.dumps(_row("c_cpu", 30.0, True, None)))  # c's CPU-budget version
     (res / "junk.json").write_text(json.dumps({"schema": "something-else"}))
     recipes = tmp_path / "recipes"
     recipes.mkdir()
@@ -229,10 +230,11 @@ def test_table1_renders_rows_beside_the_paper(tmp_path):
     assert not any(l.startswith("| `junk`") for l in lines)
     # the paper's figures are marked as quoted, with their source, and unrun recipes are listed
     assert "quoted, not measured here" in md and "| 74.04 | best Inception | quoted | `c` |" in md
-    assert "| `c` | Row c | `fer-edge recipe converters/c.yaml` | hours |" in md
+    assert "| `c` | Row c | `fer-edge recipe converters/c.yaml` | hours A CPU-budget version of this row is in " \
+           "the table: `c_cpu`. |" in md
     assert "`fer-edge recipe converters/a.yaml`" not in md
     csv_lines = (res / "table1.csv").read_text().splitlines()
-    assert len(csv_lines) == 3 and csv_lines[0].startswith("recipe,row,weights")
+    assert len(csv_lines) == 4 and csv_lines[0].startswith("recipe,row,weights")
     # the two plots are written beside the table and linked from it
     for png in ("table1_accuracy_vs_latency.png", "table1_recall_per_class.png"):
         assert (res / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"({png})" in md
