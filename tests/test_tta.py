@@ -89,6 +89,7 @@ def test_bench_scores_and_times_each_variant_with_and_without_tta(tiny_tflite, t
     assert rows["int8+flip"].scores.accuracy < rows["int8"].scores.accuracy - 0.2   # left/right confused
     # timed in its own process, with the mirror pass
     assert rows["int8+flip"].speed[1].ok and rows["int8"].speed[1].ok
+    assert "`+flip` rows: the same model scored and timed with flip" in (tmp_path / "out" / "bench.md").read_text()
     saved = json.loads((tmp_path / "out" / "bench.json").read_text())
     assert saved["settings"]["tta"] == ["flip", "none"]
     assert {v["name"]: v["tta"] for v in saved["variants"]} == {"int8": "none", "int8+flip": "flip"}
@@ -116,3 +117,19 @@ def test_the_daemon_pipeline_classifies_with_the_configured_tta(tiny_tflite, tmp
     assert clf.describe()["tta"] == "flip"
     x, _ = region_images(4, seed=1)
     np.testing.assert_allclose(clf.classify([x[0]]), _flip_by_hand(tiny_tflite["int8"], x[0])[None], atol=1e-6)
+
+
+def test_slower_than_fp32_compares_like_with_like():
+    """int8 is flagged against the plain fp32, int8+flip against fp32+flip (not across modes)."""
+    from fer_edge.bench.result import Speed, VariantResult
+    from fer_edge.bench.verdict import flag_slower_than_fp32
+
+    def row(variant, tta, p50):
+        name = variant + ("" if tta == "none" else f"+{tta}")
+        return VariantResult(name=name, group="g", variant=variant, kind="tflite", path=f"{variant}.tflite",
+                             scores=object(), speed={1: Speed(threads=1, p50_ms=p50)}, tta=tta)
+
+    rows = [row("fp32", "none", 1.0), row("fp32", "flip", 2.0), row("int8", "none", 1.5), row("int8", "flip", 1.9)]
+    flag_slower_than_fp32(rows, [1])
+    assert [bool(r.flags) for r in rows] == [False, False, True, False]
+    assert "1.50x SLOWER than fp32 " in rows[2].flags[0]

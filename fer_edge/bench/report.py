@@ -128,6 +128,9 @@ def to_markdown(result: BenchResult) -> str:
                      f"{'each in a fresh process' if s['isolated'] else 'in one process'}.")
     else:
         lines.append("- Timing: not measured (--no-speed).")
+    for mode in [m for m in s.get("tta", []) if m != "none"]:
+        lines.append(f"- `+{mode}` rows: the same model scored and timed with {mode} test-time augmentation "
+                     "(fer_edge.tta; flip = each image averaged with its mirror image, two invokes per image).")
     refs = [v for v in result.variants if v.is_reference]
     for v in refs:
         how = ("Keras float model (latency via predict_on_batch at batch 1)" if v.kind == "keras"

@@ -36,9 +36,10 @@ def _left_fast_kernels(row: VariantResult, base: VariantResult, threads: int) ->
 
 def flag_slower_than_fp32(rows: list[VariantResult], threads: list[int]) -> None:
     """Quantization is for speed and size; a quantized variant slower than its fp32 model gets a flag."""
-    fp32 = {r.group: r for r in rows if r.variant == "fp32" and r.kind == "tflite" and r.ok}
+    # like with like: int8+flip is compared with fp32+flip, not with the plain fp32
+    fp32 = {(r.group, r.tta): r for r in rows if r.variant == "fp32" and r.kind == "tflite" and r.ok}
     for r in rows:
-        base = fp32.get(r.group)
+        base = fp32.get((r.group, r.tta))
         if r.variant not in QUANTIZED or base is None or not r.ok:
             continue
         for t in threads:
