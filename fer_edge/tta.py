@@ -2,9 +2,9 @@
 
 `flip` averages the crop and its mirror image. Faces are nearly symmetric and every fer-edge model
 trains with random horizontal flips, so the mirror is an equally valid view, and averaging the two
-cancels part of the model's left/right noise. It doubles the classifier's cost per face (0.13 ->
-0.26 ms for the default int8 model here, next to ~3.5 ms of face detection). Measured on FER2013
-PublicTest with benchmarks/models/fer2013_best_int8.tflite: +1.0 pp accuracy, +0.6 pp mean recall
+cancels part of the model's left/right noise. It doubles the classifier's cost per face (one bench
+run here: 0.34 -> 0.68 ms for the default int8 model, next to a few ms of face detection). Measured on
+FER2013 PublicTest with benchmarks/models/fer2013_best_int8.tflite: +1.0 pp accuracy, +0.6 pp mean recall
 (benchmarks/README.md).
 
 Works on one crop (S,S,C) or a batch (N,S,S,C): the width axis is the second to last in both.
