@@ -56,7 +56,9 @@ def _scores(v) -> dict:
 
 def scored_variants(tta: list[str]) -> list[str]:
     """The rows a fold reports: float and int8, then each again per test-time augmentation ('int8+flip')."""
-    return [v if m == "none" else f"{v}+{m}" for m in tta for v in ("float", "int8")]
+    from fer_edge.tta import tta_name
+
+    return [tta_name(v, m) for m in tta for v in ("float", "int8")]
 
 
 def summarise(folds: list[dict], labels: list[str], variants: list[str] = ("float", "int8")) -> dict:
@@ -182,6 +184,7 @@ def run_cv(recipe, name: str, data: str | None, out: Path, results_dir: Path, bu
     from fer_edge.data.readers import open_dataset
     from fer_edge.data.splits import subject_kfold
     from fer_edge.recipes import convert_config, git_commit
+    from fer_edge.tta import tta_name
 
     if data is None:
         raise ConfigError("a cv recipe needs real data on disk with subjects (e.g. data/ckplus48), not 'synthetic'")
@@ -231,7 +234,7 @@ def run_cv(recipe, name: str, data: str | None, out: Path, results_dir: Path, bu
         res = convert(cfg, console=console)
         bench = run_bench([res.out], str(tree), split="test", speed=False, plots=False, console=None,
                           tta=recipe.tta)
-        by_variant = {v.variant if v.tta == "none" else f"{v.variant}+{v.tta}": v for v in bench.variants}
+        by_variant = {tta_name(v.variant, v.tta): v for v in bench.variants}
         train_subjects = sorted({s.subject for s in train if s.subject is not None})
         row = {"fold": i, "key": key, "test_subjects": test_subjects, "train_subjects": train_subjects,
                "n_train": len(train), "n_test": len(test),

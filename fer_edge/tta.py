@@ -37,6 +37,11 @@ def check_tta(mode: str) -> str:
     return mode.lower()
 
 
+def tta_name(name: str, mode: str) -> str:
+    """How a row scored with a mode is named everywhere: 'int8' for none, 'int8+flip' for flip."""
+    return name if mode == "none" else f"{name}+{mode}"
+
+
 def with_tta(predict: Callable[[np.ndarray], np.ndarray], mode: str) -> Callable[[np.ndarray], np.ndarray]:
     """`predict` averaged over the mode's views ('none' returns `predict` itself: no cost)."""
     views = TTA_MODES.get(mode)

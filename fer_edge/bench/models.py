@@ -15,6 +15,7 @@ from pathlib import Path
 from fer_edge.errors import FerEdgeError, ModelError
 from fer_edge.metadata import ModelMetadata, read_metadata
 from fer_edge.registry import Registry
+from fer_edge.tta import check_tta, tta_name
 
 # Display order of variants: reference first, then by how far quantization went.
 VARIANT_ORDER = ("float", "fp32", "fp16", "dynamic", "int8")
@@ -103,8 +104,6 @@ def resolve_models(paths: list[str | os.PathLike], labels: list[str] | None = No
     """Expand folders, read each variant's metadata; unreadable metadata becomes an error on that variant.
     labels/input_size/color describe .tflite files exported without fer-edge metadata. tta: every variant
     is benched once per test-time augmentation mode ('int8', 'int8+flip', ...)."""
-    from fer_edge.tta import check_tta
-
     modes = list(dict.fromkeys(check_tta(m) for m in tta)) or ["none"]
     files: list[Path] = []
     for p in paths:
@@ -147,6 +146,5 @@ def name_variants(refs: list[ModelRef]) -> None:
         base.setdefault((r.group, r.variant), []).append(r)
     for (group, variant), members in base.items():
         for r in members:
-            own = variant if len({m.path for m in members}) == 1 else r.path.stem
-            own += "" if r.tta == "none" else f"+{r.tta}"
+            own = tta_name(variant if len({m.path for m in members}) == 1 else r.path.stem, r.tta)
             r.name = f"{group}:{own}" if len(groups) > 1 else own
