@@ -17,7 +17,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Optional
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -32,7 +32,14 @@ TEST_SPLITS = ("test", "public_test", "private_test")
 # Settings that change what training produces: a checkpoint is resumed only when they all match.
 TRAINING_KEYS = ("model", "data", "kind", "input_size", "color", "weights", "alpha", "lrs", "seed", "batch_size",
                  "class_weights", "augment", "val_fraction", "labels", "epochs", "fine_tune_epochs",
-                 "fine_tune_lr_factor", "patience", "dropout", "strategy", "bn", "sweep_epochs")
+                 "fine_tune_lr_factor", "patience", "dropout", "strategy", "bn", "sweep_epochs",
+                 "optimizer", "weight_decay", "warmup_epochs", "lr_floor", "label_smoothing", "class_weighting",
+                 "precision", "rotation", "erasing", "bn_momentum", "teachers", "distill_weight",
+                 "distill_temperature", "teacher_mirror")
+# Added after checkpoints existed: left out of the fingerprint while unset, so those still resume.
+LATER_KEYS = ("sweep_epochs", "optimizer", "weight_decay", "warmup_epochs", "lr_floor", "label_smoothing",
+              "class_weighting", "precision", "rotation", "erasing", "bn_momentum", "teachers", "distill_weight",
+              "distill_temperature", "teacher_mirror")
 
 
 class ConvertConfig(BaseModel):
@@ -63,6 +70,28 @@ class ConvertConfig(BaseModel):
     bn: Literal["adapt", "frozen"] = "adapt"
     sweep_epochs: int | None = Field(None, ge=1, description="rate race: every --lr trains this many epochs, "
                                      "then only the best on validation trains on (None: each trains fully)")
+    # The from-scratch recipe (face-native backbones). None = the paper's fine-tuning behaviour.
+    optimizer: Optional[Literal["adam", "adamw"]] = Field(None, description="adam (default) or adamw")
+    weight_decay: Optional[float] = Field(None, ge=0, description="AdamW decoupled weight decay")
+    warmup_epochs: Optional[int] = Field(None, ge=0, description="linear warm-up epochs before the cosine")
+    lr_floor: Optional[float] = Field(None, ge=0, le=1, description="the cosine ends at lr x this (default 0.05)")
+    label_smoothing: Optional[float] = Field(None, ge=0, lt=1)
+    class_weighting: Optional[Literal["none", "sqrt", "inverse", "balanced"]] = Field(
+        None, description="loss weighting: none, sqrt, inverse (paper eq. 1), balanced (sampling); "
+                          "None: inverse unless class_weights is false")
+    precision: Optional[Literal["auto", "float32", "mixed_bfloat16"]] = Field(
+        None, description="training precision; auto = bfloat16 where the CPU has AMX/AVX512-BF16 (dense nets)")
+    rotation: Optional[float] = Field(None, ge=0, le=45, description="augmentation: max rotation, degrees")
+    erasing: Optional[float] = Field(None, ge=0, le=1, description="augmentation: random-erasing probability")
+    bn_momentum: Optional[float] = Field(None, gt=0, lt=1, description="BatchNorm momentum (default 0.9)")
+    teachers: list[str] = Field(default_factory=list, description="distil from these models (.tflite/.keras)")
+    distill_weight: Optional[float] = Field(None, ge=0, le=1, description="share of the teachers' soft "
+                                            "targets in the training target (default 0.5 with teachers)")
+    distill_temperature: Optional[float] = Field(None, gt=0, description="teacher temperature (default 1)")
+    teacher_mirror: Optional[bool] = Field(None, description="average each teacher over the mirror image too "
+                                           "(default true)")
+    logit_adjust: bool = Field(True, description="after training, shift the output biases by tau x log prior "
+                               "with tau chosen on validation (mean recall and accuracy), when it helps")
     calib_images: int = Field(300, ge=1)
     int8_output: Literal["uint8", "int8"] = "uint8"
     input_range: str = "-1,1"
@@ -91,8 +120,13 @@ class ConvertConfig(BaseModel):
 
     def fingerprint(self) -> str:
         d = self.model_dump(mode="json", include=set(TRAINING_KEYS))
-        if d.get("sweep_epochs") is None:
-            d.pop("sweep_epochs", None)  # added later: checkpoints written before it still resume
+        for k in LATER_KEYS:
+            if d.get(k) in (None, []):
+                d.pop(k, None)
+        if self.teachers:
+            from fer_edge.convert.distill import file_sha256
+
+            d["teachers"] = [file_sha256(t) if Path(t).is_file() else t for t in self.teachers]
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -112,10 +146,28 @@ def train_config(cfg: ConvertConfig):
     """The training settings of a conversion (fer_edge.convert.train.TrainConfig)."""
     from fer_edge.convert.train import TrainConfig
 
+    base = TrainConfig()
+    optional = {k: getattr(cfg, k) for k in ("optimizer", "weight_decay", "warmup_epochs", "lr_floor",
+                                             "label_smoothing", "class_weighting", "rotation", "erasing")}
+    optional = {k: v for k, v in optional.items() if v is not None}
     return TrainConfig(epochs=cfg.epochs, fine_tune_epochs=cfg.fine_tune_epochs, lrs=cfg.lrs,
                        fine_tune_lr_factor=cfg.fine_tune_lr_factor, batch_size=cfg.batch_size,
                        class_weights=cfg.class_weights, augment=cfg.augment, patience=cfg.patience,
-                       seed=cfg.seed, strategy=cfg.strategy, bn=cfg.bn, sweep_epochs=cfg.sweep_epochs)
+                       seed=cfg.seed, strategy=cfg.strategy, bn=cfg.bn, sweep_epochs=cfg.sweep_epochs,
+                       precision=resolved_precision(cfg)[0],
+                       distill_weight=(0.5 if cfg.distill_weight is None else cfg.distill_weight)
+                       if cfg.teachers else base.distill_weight, **optional)
+
+
+def resolved_precision(cfg: ConvertConfig) -> tuple[str, str]:
+    """The dtype policy training runs under, and why (logged and written into the metadata)."""
+    from fer_edge.convert.precision import resolve_precision
+
+    if cfg.is_model_file:
+        return "float32", "no training"
+    from fer_edge.convert.backbones import get_backbone
+
+    return resolve_precision(cfg.precision or "float32", dense=get_backbone(cfg.model).face_native)
 
 
 def classifier_builder(cfg: ConvertConfig, preprocess: PreprocessSpec, n_classes: int):
@@ -124,7 +176,8 @@ def classifier_builder(cfg: ConvertConfig, preprocess: PreprocessSpec, n_classes
 
     def build():
         return bb.build_classifier(cfg.model, preprocess, n_classes, weights=cfg.weights, alpha=cfg.alpha,
-                                   dropout=cfg.dropout)
+                                   dropout=cfg.dropout,
+                                   bn_momentum=0.9 if cfg.bn_momentum is None else cfg.bn_momentum)
 
     return build
 
@@ -213,6 +266,39 @@ def _external_model(cfg: ConvertConfig, console):
     info = {"backbone": f"file:{path.name}", "weights": f"file:{path.name}", "alpha": None,
             "input_range": cfg.input_range, "pretrained": True}
     return model, info, spec, labels
+
+
+def _teacher_targets(cfg: ConvertConfig, train_samples, skipped, labels, out: Path, console, progress):
+    """Soft targets of the teachers for exactly the training crops the student trains on (cached in out)."""
+    from fer_edge.convert.distill import DistillSettings, teacher_targets
+
+    gone = {s.key for s in skipped}
+    kept = [s for s in train_samples if s.key not in gone]
+    settings = DistillSettings(tuple(cfg.teachers), cfg.distill_temperature or 1.0,
+                               True if cfg.teacher_mirror is None else cfg.teacher_mirror)
+    task = progress.add_task("teacher targets", total=None, stats="")
+    try:
+        t, record = teacher_targets(settings, kept, labels, out / "teacher_cache",
+                                    log=lambda m: console.print(m, highlight=False))
+    finally:
+        progress.remove_task(task)
+    record["weight"] = 0.5 if cfg.distill_weight is None else cfg.distill_weight
+    return t, record
+
+
+def _logit_adjust(model, data: dict, labels: list[str], console) -> dict:
+    """Choose tau on validation and fold it into the head (see fer_edge.convert.logit_adjust)."""
+    from fer_edge.convert.logit_adjust import choose_tau, fold_into_head
+    from fer_edge.convert.train import predict_probs
+
+    prior = np.bincount(data["y_train"], minlength=len(labels)).astype(np.float64)
+    prior = np.maximum(prior, 1) / prior.sum()
+    adj = choose_tau(predict_probs(model, data["x_val"]), data["y_val"], prior, labels)
+    fold_into_head(model, prior, adj.tau)
+    console.print(f"logit adjustment: tau {adj.tau:g} (validation accuracy {adj.base_accuracy:.2%} -> "
+                  f"{adj.val_accuracy:.2%}, mean recall {adj.base_mean_recall:.2%} -> {adj.val_mean_recall:.2%})",
+                  highlight=False)
+    return adj.as_dict()
 
 
 def _balanced_subset(samples, labels: list[str], n: int, seed: int) -> list:
@@ -351,6 +437,7 @@ def convert(cfg: ConvertConfig, console=None) -> ConvertResult:
         runs: list[dict] = []
         best_lr = None
         cw = None
+        training_record: dict = {}
         if not external:
             from fer_edge.convert.train import train
 
@@ -382,12 +469,24 @@ def convert(cfg: ConvertConfig, console=None) -> ConvertResult:
             build = classifier_builder(cfg, preprocess, len(labels))
             data = {"x_train": arrays["train"][0], "y_train": arrays["train"][1],
                     "x_val": arrays["val"][0], "y_val": arrays["val"][1]}
+            precision, why = resolved_precision(cfg)
+            console.print(f"training precision: {precision} ({why})", highlight=False)
+            training_record["precision"] = {"policy": precision, "why": why}
+            if cfg.teachers:
+                t0 = time.perf_counter()
+                data["t_train"], training_record["distillation"] = _teacher_targets(
+                    cfg, splits["train"], skipped, labels, out, console, progress)
+                timings["teachers"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             tr = train(build, data, labels, tcfg, work, progress=progress, on_epoch=on_epoch, resume=resume,
                        log=lambda m: console.print(m, highlight=False))
             timings["train"] = time.perf_counter() - t0
             model, info, best_lr, cw = tr.model, tr.info, tr.best_lr, tr.class_weights
             runs = [r.to_dict() for r in tr.runs]
+            training_record["machine"] = next((r.machine for r in tr.runs if r.lr == best_lr), "")
+            training_record["train_seconds"] = round(sum(r.seconds for r in tr.runs), 1)
+            if cfg.logit_adjust:
+                training_record["logit_adjustment"] = _logit_adjust(model, data, labels, console)
             _write_log(out / "train_log.csv", [row for r in tr.runs for row in r.history])
             if len(cfg.lrs) > 1:
                 console.print(f"chosen learning rate: {best_lr:g} (best validation mean per-class recall)")
@@ -398,7 +497,7 @@ def convert(cfg: ConvertConfig, console=None) -> ConvertResult:
         calib = calibration_set(x_tr, y_tr, labels, cfg.calib_images, cfg.seed) if "int8" in cfg.variants else None
         xt, yt = arrays[test_name] if test_name else (None, None)
         extra = {"alpha": info.get("alpha"), "input_range": info.get("input_range"), "lr": best_lr,
-                 "data": str(ds.source), "data_kind": ds.kind, "seed": cfg.seed}
+                 "data": str(ds.source), "data_kind": ds.kind, "seed": cfg.seed, **training_record}
         einp = ExportInputs(model=model, labels=labels, preprocess=preprocess, backbone=info["backbone"],
                             weights=info["weights"], variants=list(cfg.variants), calib=calib,
                             x_val=arrays["val"][0], y_val=arrays["val"][1], x_test=xt, y_test=yt,
@@ -431,7 +530,7 @@ def convert(cfg: ConvertConfig, console=None) -> ConvertResult:
                  # every unusable file by name (the console shows the first few)
                  "skipped_files": [{"key": s.key, "reason": s.reason} for s in [*ds.skipped, *skipped]],
                  "test_split": test_name},
-        "audit_warnings": warnings, "class_weights": cw, "best_lr": best_lr, "runs": runs,
+        "audit_warnings": warnings, "class_weights": cw, "training": training_record, "best_lr": best_lr, "runs": runs,
         "metrics": metrics, "sizes": sizes, "paths": {k: str(v) for k, v in paths.items()},
         "calibration": calib.metadata().model_dump() if calib is not None else None,
         "gate": {v: r.gate_failures for v, r in export.variants.items()},

@@ -37,6 +37,7 @@ class BackboneSpec:
     default_alpha: float | None = None
     imagenet_alphas: tuple[float, ...] = ()
     extra_kwargs: tuple[tuple[str, object], ...] = ()
+    face_native: bool = False        # built by fer_edge.convert.facenets: native channels, from-scratch recipe
 
     def alpha_for(self, alpha: float | None) -> float | None:
         if self.default_alpha is None:
@@ -85,6 +86,16 @@ _add(BackboneSpec("nasnet_mobile", "NASNetMobile", 96, 32, "-1,1", lambda a: "na
                   KERAS_URL + "nasnet/"), "nasnet")
 
 
+def _no_imagenet(alpha: float) -> str:
+    return ""
+
+
+for _name in ("face_vgg_tiny", "face_vgg_small", "face_vgg_base", "face_resnet_tiny", "face_resnet_small",
+              "face_resnet_base"):
+    # 48 px is FER2013's native size; min 16 keeps a 2x2 map after three poolings.
+    _add(BackboneSpec(_name, "", 48, 16, "-1,1", _no_imagenet, "", face_native=True))
+
+
 def get_backbone(name: str) -> BackboneSpec:
     return BACKBONES.get(name)
 
@@ -118,6 +129,20 @@ def find_imagenet_weights(spec: BackboneSpec, alpha: float | None, bundled: bool
     return None
 
 
+FER2013_WEIGHTS = "fer2013"
+# Backbone weights the project trained on FER2013 (research-only data: see the NOTICE beside them).
+FER2013_DIR = Path(__file__).resolve().parents[1] / "assets" / "fer2013"
+
+
+def fer2013_weights(name: str) -> Path | None:
+    path = FER2013_DIR / f"{name}.weights.h5"
+    return path if path.is_file() else None
+
+
+def shipped_fer2013_backbones() -> list[str]:
+    return sorted(p.name.removesuffix(".weights.h5") for p in FER2013_DIR.glob("*.weights.h5"))
+
+
 def resolve_weights(spec: BackboneSpec, weights: str, alpha: float | None) -> tuple[Path | None, str]:
     """'imagenet' | 'none' | 'auto' | a path -> (weights file or None, a description for the metadata).
 
@@ -126,6 +151,19 @@ def resolve_weights(spec: BackboneSpec, weights: str, alpha: float | None) -> tu
     w = str(weights)
     if w.lower() == "none":
         return None, "none"
+    if w.lower() == FER2013_WEIGHTS:
+        found = fer2013_weights(spec.name)
+        if found is None:
+            have = ", ".join(shipped_fer2013_backbones()) or "none"
+            raise WeightsNotFoundError(
+                f"fer-edge ships no FER2013-pretrained weights for {spec.name} (shipped for: {have}). "
+                "Pick one of those backbones, or train with --weights none.")
+        return found, f"fer2013:{found.name}"
+    if spec.face_native and w.lower() == "auto":
+        return None, "none"
+    if spec.face_native and w.lower() == "imagenet":
+        raise ConfigError(f"{spec.name} is a face-native backbone: it has no ImageNet weights. Use --weights "
+                          f"{FER2013_WEIGHTS} (pretrained on faces, where shipped) or --weights none.")
     if w.lower() in ("imagenet", "auto"):
         if spec.imagenet_alphas and alpha not in spec.imagenet_alphas:
             if w.lower() == "auto":
@@ -172,6 +210,8 @@ def build_backbone(spec: BackboneSpec, size: int, alpha: float | None, weights_f
     import keras
 
     check_input_size(spec, size)
+    if spec.face_native:
+        raise ConfigError(f"{spec.name} is built by build_face_classifier, not as a keras.applications backbone")
     kwargs: dict = dict(include_top=False, weights=None, input_shape=(size, size, 3), name="backbone")
     if alpha is not None:
         kwargs["alpha"] = alpha
@@ -193,6 +233,20 @@ def build_backbone(spec: BackboneSpec, size: int, alpha: float | None, weights_f
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.momentum = bn_momentum
     return backbone
+
+
+def _load_backbone_weights(backbone, path: Path, spec: BackboneSpec) -> None:
+    try:
+        backbone.load_weights(str(path))
+    except Exception as exc:  # h5py/keras raise several types for a wrong file
+        raise WeightsNotFoundError(
+            f"the weights file {path} does not fit {spec.name}: {exc}. Check the backbone and the file "
+            "(fer2013 weights fit grey input of any size).") from exc
+
+
+def save_backbone_weights(model, path: Path) -> None:
+    """The backbone part of a trained classifier, for --weights PATH|fer2013 starts (head excluded)."""
+    model.get_layer("backbone").save_weights(str(path))
 
 
 def input_adapter(x, channels: int, input_range: str):
@@ -235,13 +289,23 @@ def build_classifier(name: str, preprocess: PreprocessSpec, n_classes: int, weig
     alpha = spec.alpha_for(alpha)
     weights_file, weights_desc = resolve_weights(spec, weights, alpha)
     pretrained = weights_file is not None
-    backbone = build_backbone(spec, preprocess.input_size, alpha, weights_file, bn_momentum=bn_momentum)
     inp = keras.Input(preprocess.shape, name="pixels")
-    x = input_adapter(inp, preprocess.channels, spec.input_range)
+    if spec.face_native:
+        from fer_edge.convert.facenets import build_face_backbone
+
+        check_input_size(spec, preprocess.input_size)
+        backbone = build_face_backbone(spec.name, preprocess.input_size, preprocess.channels, bn_momentum)
+        if weights_file is not None:
+            _load_backbone_weights(backbone, weights_file, spec)
+        x = rescaling(inp, spec.input_range)  # native channels: grey stays one channel
+    else:
+        backbone = build_backbone(spec, preprocess.input_size, alpha, weights_file, bn_momentum=bn_momentum)
+        x = input_adapter(inp, preprocess.channels, spec.input_range)
     x = backbone(x)
     x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
     x = keras.layers.Dropout(dropout, name="head_dropout")(x)
-    out = keras.layers.Dense(n_classes, activation="softmax", name="head_logits")(x)
+    # float32 even under a mixed bfloat16 policy: the softmax and the loss stay in full precision.
+    out = keras.layers.Dense(n_classes, activation="softmax", name="head_logits", dtype="float32")(x)
     model = keras.Model(inp, out, name="fer_classifier")
     info = {"backbone": spec.name, "alpha": alpha, "weights": weights_desc, "pretrained": pretrained,
             "input_range": spec.input_range}
