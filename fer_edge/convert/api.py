@@ -46,6 +46,9 @@ class ConvertConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str = Field("mobilenet", description="backbone name, or a .keras/.h5 model file to convert as is")
+    preset: Literal["auto", "paper", "scratch", "finetune"] = Field(
+        "auto", description="training settings for the fields not given (fer_edge.convert.presets): auto = "
+                            "scratch/finetune for face-native backbones (without/with weights), paper otherwise")
     data: str | None = Field(None, description="class-per-folder tree or fer2013.csv; None = synthetic demo set")
     kind: str = "auto"
     out: Path | None = None
@@ -93,7 +96,9 @@ class ConvertConfig(BaseModel):
     logit_adjust: bool = Field(True, description="after training, shift the output biases by tau x log prior "
                                "with tau chosen on validation (mean recall and accuracy), when it helps")
     calib_images: int = Field(300, ge=1)
-    int8_output: Literal["uint8", "int8"] = "uint8"
+    int8_output: Literal["float", "uint8", "int8"] = Field(
+        "float", description="output of the int8 model: float (int8 body, float32 head: no tied scores), "
+                             "uint8 or int8 (fully integer, plain post-training quantization)")
     input_range: str = "-1,1"
     max_drop: float | None = Field(None, ge=0)
     max_class_drop: float | None = Field(None, ge=0)
@@ -117,6 +122,24 @@ class ConvertConfig(BaseModel):
     @property
     def is_model_file(self) -> bool:
         return Path(self.model).suffix.lower() in MODEL_SUFFIXES
+
+    def resolved(self) -> "ConvertConfig":
+        """This config with its preset's values filled in for the fields not set explicitly."""
+        from fer_edge.convert.presets import auto_preset, preset_values
+
+        if self.is_model_file:
+            return self
+        from fer_edge.convert.backbones import get_backbone
+
+        name = self.preset
+        if name == "auto":
+            name = auto_preset(get_backbone(self.model).face_native, self.weights)
+        values = preset_values(name, set(self.model_fields_set))
+        out = self.model_copy(update=values) if values else self.model_copy()
+        # a copy keeps the fields set explicitly; the preset's count as set from now on (idempotent)
+        out.__pydantic_fields_set__ = set(self.model_fields_set) | set(values) | {"preset"}
+        object.__setattr__(out, "preset", name)
+        return out
 
     def fingerprint(self) -> str:
         d = self.model_dump(mode="json", include=set(TRAINING_KEYS))
@@ -368,6 +391,7 @@ def convert(cfg: ConvertConfig, console=None) -> ConvertResult:
 
     console = console or Console()
     t_all = time.perf_counter()
+    cfg = cfg.resolved()
     timings: dict[str, float] = {}
     if cfg.strategy not in strategy_names():
         from fer_edge.errors import UnknownNameError
