@@ -284,3 +284,31 @@ def test_teacher_without_a_class_is_refused():
         label_map(["happy", "angry"], ["angry", "contempt"], "t.tflite")
     p = soften(np.array([[0.8, 0.2]]), 2.0)
     assert p[0, 0] == pytest.approx(math.sqrt(0.8) / (math.sqrt(0.8) + math.sqrt(0.2)))
+
+
+def test_fer2013_weights_start_a_finetune(face_runs, tmp_path, monkeypatch):
+    """`--weights fer2013` loads the backbone weights shipped under assets/fer2013 (here: the plain run's own
+    backbone.weights.h5 standing in) and switches to the finetune preset: head warm-up, then the whole net."""
+    import shutil
+
+    import keras
+
+    from fer_edge.cli import main
+    from fer_edge.convert import backbones as bb
+
+    shipped = tmp_path / "fer2013"
+    shipped.mkdir()
+    shutil.copy(face_runs["plain"] / "backbone.weights.h5", shipped / "face_vgg_tiny.weights.h5")
+    monkeypatch.setattr(bb, "FER2013_DIR", shipped)
+    out = tmp_path / "fine"
+    assert main(["convert", "--model", "face_vgg_tiny", "--data", str(face_runs["data"]), "--input-size", str(SIZE),
+                 "--weights", "fer2013", "--epochs", "1", "--fine-tune-epochs", "1", "--int8", "--out", str(out),
+                 "--precision", "float32"]) == 0
+    rec = json.loads((out / "convert.json").read_text())
+    assert rec["config"]["preset"] == "finetune" and rec["model"]["weights"] == "fer2013:face_vgg_tiny.weights.h5"
+    assert [r["phase"] for r in rec["runs"][0]["history"]] == ["head", "full"]
+    # same backbone architecture as the shipped weights it started from
+    plain = keras.models.load_model(face_runs["plain"] / "model_float.keras").get_layer("backbone")
+    fine = keras.models.load_model(out / "model_float.keras").get_layer("backbone")
+    assert len(plain.get_weights()) == len(fine.get_weights())
+    assert rec["metrics"]["float"]["val"]["accuracy"] > 0.8        # a strong start after 2 epochs

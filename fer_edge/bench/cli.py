@@ -58,8 +58,9 @@ def register(app: typer.Typer) -> None:
         input_size: Optional[int] = typer.Option(None, "--input-size", min=8,
                                                  help="for a .tflite without metadata: its input side"),
         color: Optional[str] = typer.Option(None, "--color", help="for a .tflite without metadata: grey or rgb"),
-        tta: str = typer.Option("none", "--tta", help="test-time augmentation, comma separated: none, flip "
-                                "(average each image with its mirror). none,flip benches every variant both ways"),
+        tta: str = typer.Option("model", "--tta", help="test-time augmentation, comma separated: model (default: "
+                                "what each model's metadata asks for, as the board runs it), none, flip (average "
+                                "each image with its mirror). none,flip benches every variant both ways"),
         clean: bool = typer.Option(True, "--clean/--no-clean", help="also score the clean subset: the split without "
                                    "images that have an exact or near copy in train or a conflicting label "
                                    "(needs a train split; audits the whole set once)"),

@@ -79,8 +79,10 @@ def _pick_reference(refs: list[ModelRef], rows: dict[str, VariantResult]) -> dic
     """Per group: the Keras float model if it ran, else the fp32 TFLite (which then stands in)."""
     out: dict[str, str | None] = {}
     for group in dict.fromkeys(r.group for r in refs):
-        # the reference runs without test-time augmentation: what every other row is compared with
-        members = [rows[r.name] for r in refs if r.group == group and r.tta == "none"]
+        # the reference runs without test-time augmentation where there is such a row (what every other row
+        # is compared with); models that ask for one (metadata tta, bench --tta model) compare within it
+        members = ([rows[r.name] for r in refs if r.group == group and r.tta == "none"]
+                   or [rows[r.name] for r in refs if r.group == group])
         pick = next((m for m in members if m.variant == "float" and m.ok), None)
         pick = pick or next((m for m in members if m.variant == "fp32" and m.kind == "tflite" and m.ok), None)
         out[group] = pick.name if pick else None

@@ -28,6 +28,7 @@ from fer_edge.preprocess import PreprocessSpec
 
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
 DEFAULT_VARIANTS = ["int8", "fp32"]
+BACKBONE_WEIGHTS = "backbone.weights.h5"
 TEST_SPLITS = ("test", "public_test", "private_test")
 # Settings that change what training produces: a checkpoint is resumed only when they all match.
 TRAINING_KEYS = ("model", "data", "kind", "input_size", "color", "weights", "alpha", "lrs", "seed", "batch_size",
@@ -93,6 +94,8 @@ class ConvertConfig(BaseModel):
     distill_temperature: Optional[float] = Field(None, gt=0, description="teacher temperature (default 1)")
     teacher_mirror: Optional[bool] = Field(None, description="average each teacher over the mirror image too "
                                            "(default true)")
+    tta: Literal["none", "flip"] = Field("none", description="test-time augmentation the exported models ask the "
+                                         "runtime and the bench to run them with (flip: average with the mirror)")
     logit_adjust: bool = Field(True, description="after training, shift the output biases by tau x log prior "
                                "with tau chosen on validation (mean recall and accuracy), when it helps")
     calib_images: int = Field(300, ge=1)
@@ -511,6 +514,9 @@ def convert(cfg: ConvertConfig, console=None) -> ConvertResult:
             training_record["train_seconds"] = round(sum(r.seconds for r in tr.runs), 1)
             if cfg.logit_adjust:
                 training_record["logit_adjustment"] = _logit_adjust(model, data, labels, console)
+            if bb.get_backbone(cfg.model).face_native:
+                # The start of a later fine-tune (--weights PATH): the backbone without this data's head.
+                training_record["backbone_weights"] = bb.save_backbone_weights(model, out / BACKBONE_WEIGHTS).name
             _write_log(out / "train_log.csv", [row for r in tr.runs for row in r.history])
             if len(cfg.lrs) > 1:
                 console.print(f"chosen learning rate: {best_lr:g} (best validation mean per-class recall)")
@@ -525,7 +531,7 @@ def convert(cfg: ConvertConfig, console=None) -> ConvertResult:
         einp = ExportInputs(model=model, labels=labels, preprocess=preprocess, backbone=info["backbone"],
                             weights=info["weights"], variants=list(cfg.variants), calib=calib,
                             x_val=arrays["val"][0], y_val=arrays["val"][1], x_test=xt, y_test=yt,
-                            test_name=test_name or "test", int8_output=cfg.int8_output, extra=extra,
+                            test_name=test_name or "test", int8_output=cfg.int8_output, tta=cfg.tta, extra=extra,
                             max_drop=cfg.max_drop, max_class_drop=cfg.max_class_drop)
         t0 = time.perf_counter()
         gate_error = None

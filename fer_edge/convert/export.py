@@ -160,7 +160,7 @@ def export_saved_model(model, directory: Path) -> Path:
 
 
 def convert_variant(saved_model: Path, variant: str, calib: CalibrationSet | None = None,
-                    int8_output: str = "uint8") -> tuple[bytes, str, str]:
+                    int8_output: str = "float") -> tuple[bytes, str, str]:
     import tensorflow as tf
 
     configure = CONFIGURERS.get(variant)
@@ -277,7 +277,8 @@ class ExportInputs:
     x_test: np.ndarray | None = None
     y_test: np.ndarray | None = None
     test_name: str = "test"
-    int8_output: str = "uint8"
+    int8_output: str = "float"
+    tta: str = "none"
     extra: dict = field(default_factory=dict)
     max_drop: float | None = None
     max_class_drop: float | None = None
@@ -338,7 +339,7 @@ def export_all(inp: ExportInputs, out: Path, progress=None, log: Callable[[str],
         seconds["evaluate_float"] = time.perf_counter() - t0
 
         base = dict(labels=inp.labels, preprocess=inp.preprocess, backbone=inp.backbone, weights=inp.weights,
-                    tool_versions=tool_versions())
+                    tool_versions=tool_versions(), tta=inp.tta)
         float_meta = ModelMetadata(
             variant="float", input_dtype="float32", output_dtype="float32",
             metrics={"val": metrics_dict(float_scores), **({inp.test_name: metrics_dict(float_test)} if float_test else {})},
