@@ -181,8 +181,13 @@ def train_config(cfg: ConvertConfig):
                        class_weights=cfg.class_weights, augment=cfg.augment, patience=cfg.patience,
                        seed=cfg.seed, strategy=cfg.strategy, bn=cfg.bn, sweep_epochs=cfg.sweep_epochs,
                        precision=resolved_precision(cfg)[0],
-                       distill_weight=(0.5 if cfg.distill_weight is None else cfg.distill_weight)
-                       if cfg.teachers else base.distill_weight, **optional)
+                       distill_weight=distill_weight(cfg) if cfg.teachers else base.distill_weight, **optional)
+
+
+def distill_weight(cfg: ConvertConfig) -> float:
+    from fer_edge.convert.distill import DEFAULT_WEIGHT
+
+    return DEFAULT_WEIGHT if cfg.distill_weight is None else cfg.distill_weight
 
 
 def resolved_precision(cfg: ConvertConfig) -> tuple[str, str]:
@@ -203,7 +208,7 @@ def classifier_builder(cfg: ConvertConfig, preprocess: PreprocessSpec, n_classes
     def build():
         return bb.build_classifier(cfg.model, preprocess, n_classes, weights=cfg.weights, alpha=cfg.alpha,
                                    dropout=cfg.dropout,
-                                   bn_momentum=0.9 if cfg.bn_momentum is None else cfg.bn_momentum)
+                                   **({} if cfg.bn_momentum is None else {"bn_momentum": cfg.bn_momentum}))
 
     return build
 
@@ -300,15 +305,14 @@ def _teacher_targets(cfg: ConvertConfig, train_samples, skipped, labels, out: Pa
 
     gone = {s.key for s in skipped}
     kept = [s for s in train_samples if s.key not in gone]
-    settings = DistillSettings(tuple(cfg.teachers), cfg.distill_temperature or 1.0,
-                               True if cfg.teacher_mirror is None else cfg.teacher_mirror)
+    settings = DistillSettings.of(cfg.teachers, cfg.distill_temperature, cfg.teacher_mirror)
     task = progress.add_task("teacher targets", total=None, stats="")
     try:
         t, record = teacher_targets(settings, kept, labels, out / "teacher_cache",
                                     log=lambda m: console.print(m, highlight=False))
     finally:
         progress.remove_task(task)
-    record["weight"] = 0.5 if cfg.distill_weight is None else cfg.distill_weight
+    record["weight"] = distill_weight(cfg)
     return t, record
 
 

@@ -21,6 +21,7 @@ import numpy as np
 from fer_edge.errors import ConfigError, ModelError
 
 CACHE_VERSION = 1
+DEFAULT_WEIGHT = 0.5          # share of the teachers in the target (the measured pilot: TOOLCHAIN)
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,12 @@ class DistillSettings:
     teachers: tuple[str, ...]
     temperature: float = 1.0
     mirror: bool = True
+
+    @classmethod
+    def of(cls, teachers, temperature: float | None, mirror: bool | None) -> "DistillSettings":
+        """From the optional ConvertConfig fields: None = this class's default."""
+        return cls(tuple(teachers), cls.temperature if temperature is None else float(temperature),
+                   cls.mirror if mirror is None else bool(mirror))
 
 
 def file_sha256(path: str | Path) -> str:

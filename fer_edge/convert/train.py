@@ -504,17 +504,14 @@ def train(build: Callable[[], tuple], data: dict[str, np.ndarray], labels: list[
     import keras
 
     from fer_edge.convert.distribute import make_scope
-
     from fer_edge.convert.precision import policy_scope
 
     scope, n_replicas = make_scope(cfg.strategy)
-    sw = sample_weights(data["y_train"], len(labels), cfg.weighting)
-    cw = None
-    if cfg.weighting in ("inverse", "sqrt"):
-        w = class_weights(data["y_train"], len(labels))
-        w = np.sqrt(w) if cfg.weighting == "sqrt" else w
-        cw = {i: float(v) for i, v in enumerate(w)}
     scope = policy_scope(scope, cfg.precision)  # models are built under the run's dtype policy
+    sw = sample_weights(data["y_train"], len(labels), cfg.weighting)
+    # the per-class weights actually applied (for the record)
+    cw = None if sw is None else {int(c): float(sw[np.flatnonzero(data["y_train"] == c)[0]])
+                                  for c in np.unique(data["y_train"])}
     race = cfg.sweep_epochs if cfg.sweep_epochs and len(cfg.lrs) > 1 else None
 
     def run_lr(lr: float, stop_after: int | None, resume_lr: bool) -> LrRun:
