@@ -56,6 +56,17 @@ def wait_until(pred, timeout: float = 5.0) -> bool:
     return True
 
 
+def write_class_tree(root: Path, x: np.ndarray, y: np.ndarray, labels: list[str]) -> Path:
+    """Generated grey images as a class-per-folder PNG tree root/<label>/<label>_NNNN.png (never research data)."""
+    import cv2
+
+    for i, (img, c) in enumerate(zip(x, y)):
+        d = root / labels[c]
+        d.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(d / f"{labels[c]}_{i:04d}.png"), img[:, :, 0])
+    return root
+
+
 def region_images(n: int, size: int = 32, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Tiny generated 3-class set: the class is which vertical third of the image is bright."""
     rng = np.random.default_rng(seed)

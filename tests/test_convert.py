@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import region_images
+from conftest import region_images, write_class_tree
 
 LABELS = ["angry", "happy", "sad"]
 SIZE = 32
@@ -20,14 +20,7 @@ SIZE = 32
 
 def write_region_tree(root: Path, n: int = 450, seed: int = 0) -> Path:
     """The conftest 3-class region images as a class-per-folder PNG tree (generated, not research data)."""
-    import cv2
-
-    x, y = region_images(n, SIZE, seed)
-    for i, (img, c) in enumerate(zip(x, y)):
-        d = root / LABELS[c]
-        d.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(d / f"{LABELS[c]}_{i:04d}.png"), img[:, :, 0])
-    return root
+    return write_class_tree(root, *region_images(n, SIZE, seed), LABELS)
 
 
 @pytest.fixture(scope="module")

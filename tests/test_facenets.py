@@ -32,14 +32,9 @@ def texture_images(n: int, size: int = SIZE, seed: int = 0) -> tuple[np.ndarray,
 
 
 def write_texture_tree(root, n: int = 360, seed: int = 0):
-    import cv2
+    from conftest import write_class_tree
 
-    x, y = texture_images(n, SIZE, seed)
-    for i, (img, c) in enumerate(zip(x, y)):
-        d = root / LABELS[c]
-        d.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(d / f"{LABELS[c]}_{i:04d}.png"), img[:, :, 0])
-    return root
+    return write_class_tree(root, *texture_images(n, SIZE, seed), LABELS)
 
 
 # -- presets and settings -------------------------------------------------------------------------------------
