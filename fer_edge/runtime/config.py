@@ -39,6 +39,12 @@ class _SourceBase(_Strict):
     # Reopen a failing camera after 0.5 s, 1 s, 2 s ... up to retry_max_s.
     retry_initial_s: float = Field(0.5, gt=0)
     retry_max_s: float = Field(30.0, gt=0)
+    # A live source that delivers no frame for this long is stalled: health "degraded", the systemd
+    # watchdog is no longer fed (so systemd restarts the service), and the source is reopened.
+    stall_s: float = Field(10.0, gt=0)
+    # A camera that cannot deliver its first frame: keep retrying (true), or stop at once with the
+    # fix (false). Default: stop when run interactively (a terminal, not systemd), retry as a service.
+    wait_for_source: bool | None = None
 
 
 class Picamera2SourceConfig(_SourceBase):
