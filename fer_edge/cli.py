@@ -46,6 +46,13 @@ def _root(
     pass
 
 
+def _interrupted(err: Console, sig: str | None) -> None:
+    # One code for both signals (130, as `convert` has always exited on SIGTERM): "stopped by request".
+    err.print(f"[red]{'terminated' if sig == 'SIGTERM' else 'interrupted'}[/] ({sig or 'SIGINT'}): stopped "
+              "before the end; finished outputs are complete, nothing half-written was left", highlight=False,
+              soft_wrap=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: every error becomes one line and an exit code, never a traceback.
 
@@ -63,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # Without standalone mode, click returns (not raises) the code of a command's typer.Exit(n).
         rv = app(args=argv, standalone_mode=False)
+        if rv == 130 and signals.last_signal():  # typer turned our KeyboardInterrupt into a silent 130
+            _interrupted(err, signals.last_signal())
         if isinstance(rv, int) and rv:
             return rv
     except FerEdgeError as exc:
@@ -74,16 +83,14 @@ def main(argv: list[str] | None = None) -> int:
         err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return exc.exit_code
     except typer.Exit as exc:
+        if isinstance(exc.__cause__, KeyboardInterrupt):  # typer turns Ctrl-C into a silent Exit(130)
+            _interrupted(err, signals.last_signal())
         return exc.exit_code
     except typer.Abort:
         err.print("[red]aborted[/]")
         return 130
     except KeyboardInterrupt:
-        sig = signals.last_signal()
-        # One code for both signals (130, as `convert` has always exited on SIGTERM): "stopped by request".
-        err.print(f"[red]{'terminated' if sig == 'SIGTERM' else 'interrupted'}[/] ({sig or 'SIGINT'}): stopped "
-                  "before the end; finished outputs are complete, nothing half-written was left", highlight=False,
-                  soft_wrap=True)
+        _interrupted(err, signals.last_signal())
         return 130
     except BrokenPipeError:
         # `fer-edge ... | head`: the reader left. End quietly, and keep Python's exit-time flush of
@@ -94,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         if NoArgsIsHelpError and isinstance(exc, NoArgsIsHelpError):
             return 0  # the help was printed; a bare `fer-edge` is not an error
         if is_usage_error(exc):
-            line = usage_line(exc)
+            line = usage_line(exc, argv)
             if line:
                 print(line, file=sys.stderr)
             return getattr(exc, "exit_code", 2)

@@ -17,6 +17,19 @@ ClickException = _CLICK.ClickException
 UsageError = _CLICK.UsageError
 NoSuchOption = getattr(_CLICK, "NoSuchOption", ())
 NoArgsIsHelpError = getattr(_CLICK, "NoArgsIsHelpError", ())
+BadParameter = _CLICK.BadParameter
+
+
+def _given_value(param, argv: list[str]) -> str | None:
+    """The text the user gave for `param` on the command line (click's message does not always quote it)."""
+    opts = list(getattr(param, "opts", []) or [])
+    for i, arg in enumerate(argv):
+        for o in opts:
+            if arg == o and i + 1 < len(argv):
+                return argv[i + 1]
+            if arg.startswith(o + "="):
+                return arg[len(o) + 1:]
+    return None
 
 
 def _options_of(ctx) -> list[str]:
@@ -28,7 +41,7 @@ def _options_of(ctx) -> list[str]:
     return out + ["--help"]
 
 
-def usage_line(exc: Exception) -> str:
+def usage_line(exc: Exception, argv: list[str] | None = None) -> str:
     """The one line printed for a click usage error (no traceback, no box)."""
     ctx = getattr(exc, "ctx", None)
     if NoSuchOption and isinstance(exc, NoSuchOption):
@@ -38,6 +51,10 @@ def usage_line(exc: Exception) -> str:
         msg += (f" Did you mean {close[0]}?" if close else f" Valid options: {', '.join(valid)}.")
     else:
         msg = " ".join(exc.format_message().split())
+        if isinstance(exc, BadParameter) and getattr(exc, "param", None) is not None:
+            given = _given_value(exc.param, list(sys.argv[1:] if argv is None else argv))
+            if given is not None and repr(given) not in msg and given not in msg:
+                msg = f"{msg.rstrip('.')} (got {given!r})."
     prog = getattr(ctx, "command_path", None) or "fer-edge"
     return f"error: {msg} (see `{prog} --help`)" if msg else ""
 

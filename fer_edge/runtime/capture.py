@@ -104,6 +104,8 @@ class CaptureThread(threading.Thread):
     def run(self) -> None:
         try:
             self._run()
+        except FerEdgeError as exc:  # typed, with its fix: the daemon raises it, the CLI prints its one line
+            self.fatal = exc
         except BaseException as exc:  # a dead capture thread must never be silent
             log.exception("capture thread failed")
             self.fatal = exc
