@@ -93,7 +93,10 @@ def read_limited(path: str | os.PathLike, max_bytes: int, what: str = "file") ->
                              reason=f"not a regular file ({special_kind(st.st_mode)})")
         if st.st_size > max_bytes:
             raise too_big(path, what, st.st_size, max_bytes)
-        data = fh.read(max_bytes + 1)
+        # read(n) allocates n bytes up front: ask for what the file holds (+1 to see it grow), not the limit
+        data = fh.read(st.st_size + 1)
+        if len(data) > st.st_size:
+            data += fh.read(max_bytes + 1 - len(data))
     if len(data) > max_bytes:  # grew while we read
         raise too_big(path, what, len(data), max_bytes)
     return data

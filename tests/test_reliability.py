@@ -720,7 +720,7 @@ def test_viewer_cap_and_connection_threads_hold_under_a_flood(tmp_path, tiny_tfl
         def viewer() -> None:
             s = socket.create_connection(("127.0.0.1", port), timeout=10)
             socks.append(s)
-            s.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            s.sendall(b"GET /preview.mjpg HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             try:
                 codes.append(int(s.recv(64).split()[1]))
             except (OSError, IndexError, ValueError):
