@@ -5,4 +5,5 @@ cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[test]'
+# -c: the versions the tests passed with (constraints.txt), so a fresh install matches them.
+.venv/bin/python -m pip install -q -c constraints.txt -e '.[test]'

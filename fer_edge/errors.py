@@ -62,3 +62,18 @@ class GateError(FerEdgeError):
     """A quantized model lost more accuracy than the --max-drop / --max-class-drop gate allows."""
 
     exit_code = 6
+
+
+class LimitError(DataError):
+    """An external file is beyond a limit of fer_edge.limits (too large, nested too deep, too many
+    aliases) or is not a regular file. `reason` is short enough for a skipped-files summary."""
+
+    def __init__(self, message: str, reason: str = ""):
+        self.reason = reason or message
+        super().__init__(message)
+
+
+class OutputError(FerEdgeError):
+    """An output (--out folder, report, model file) cannot be written where it was asked for."""
+
+    exit_code = 7

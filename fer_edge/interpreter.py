@@ -176,22 +176,10 @@ class TFLiteModel:
         self.load_seconds = time.perf_counter() - t0
         self._in = self._interp.get_input_details()[0]
         self._out = self._interp.get_output_details()[0]
-        shape = tuple(int(v) for v in self._in["shape"][1:])
-        if shape != self.metadata.preprocess.shape:
-            raise ModelError(
-                f"{self.path}: input shape {shape} disagrees with its metadata "
-                f"{self.metadata.preprocess.shape}; re-export the model"
-            )
-        # The variant the metadata promises must be the one in the file (a sidecar .json copied beside
-        # another export would otherwise pass a float model off as int8, or the reverse).
-        integer_input = self.input_dtype in (np.int8, np.uint8)
-        if (self.metadata.variant == "int8") != integer_input:
-            raise ModelError(
-                f"{self.path}: its metadata says variant {self.metadata.variant}, but the model takes "
-                f"{self.input_dtype.name} input, which is "
-                f"{'an int8 export' if integer_input else 'a float export, not int8'}. The metadata belongs to "
-                "another export (a sidecar .json copied beside the wrong model?); re-export, or copy the "
-                "matching .json")
+        # Metadata against tensors, once, here: a mismatch is a refusal at load, never per-frame failures.
+        from fer_edge.model_check import check_model
+
+        check_model(self.path, self.metadata, self._interp)
 
     def _load_delegate(self, spec: str) -> list | None:
         """Load an external delegate library; fall back to the CPU with a clear note if it cannot load."""

@@ -58,9 +58,14 @@ class ModelMetadata(BaseModel):
 
     @classmethod
     def from_json(cls, text: str | bytes, source: str = "metadata") -> "ModelMetadata":
+        from fer_edge import limits
+        from fer_edge.errors import LimitError
+
         try:
-            return cls.model_validate(json.loads(text))
-        except (ValueError, ValidationError) as exc:
+            return cls.model_validate(limits.load_json(text, source, limits.MAX_METADATA_BYTES))
+        except LimitError as exc:
+            raise MetadataError(f"{exc}; re-export the model") from None
+        except (ValueError, ValidationError, RecursionError) as exc:
             raise MetadataError(f"{source}: fer-edge metadata is unreadable ({exc}); re-export the model") from exc
 
 
@@ -107,20 +112,35 @@ def write_tflite(path: str | os.PathLike, tflite: bytes, meta: ModelMetadata) ->
 
 
 def read_metadata(path: str | os.PathLike) -> ModelMetadata:
-    """Read a model's fer-edge metadata: embedded in the .tflite first, else the sidecar JSON."""
+    """Read a model's fer-edge metadata: embedded in the .tflite first, else the sidecar JSON.
+
+    Bounded (fer_edge.limits): the model must be a regular file within MAX_MODEL_BYTES, and the
+    embedded record is decompressed to at most MAX_METADATA_BYTES - only the archive at the end of
+    the file is read, never the whole model."""
+    from fer_edge import limits
+    from fer_edge.errors import LimitError
+
     path = Path(path)
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         raise ModelError(f"model file not found: {path}")
-    if path.suffix == ".tflite":
-        data = path.read_bytes()
-        try:
-            with zipfile.ZipFile(io.BytesIO(data)) as zf:
-                return ModelMetadata.from_json(zf.read(MEMBER), source=str(path))
-        except (zipfile.BadZipFile, KeyError):
-            pass
-    side = sidecar_path(path)
-    if side.is_file():
-        return ModelMetadata.from_json(side.read_text(encoding="utf-8"), source=str(side))
+    try:
+        st = limits.check_regular(path, "model")
+        if st.st_size > limits.MAX_MODEL_BYTES:
+            raise limits.too_big(path, "model", st.st_size, limits.MAX_MODEL_BYTES)
+        if path.suffix == ".tflite":
+            try:
+                with open(path, "rb") as fh:
+                    raw = limits.read_zip_member(fh, MEMBER, limits.MAX_METADATA_BYTES, str(path))
+            except (zipfile.BadZipFile, EOFError, OSError, NotImplementedError, ValueError):
+                raw = None  # no (readable) archive appended: try the sidecar
+            if raw is not None:
+                return ModelMetadata.from_json(raw, source=str(path))
+        side = sidecar_path(path)
+        if side.is_file():
+            return ModelMetadata.from_json(limits.read_limited(side, limits.MAX_METADATA_BYTES, "metadata sidecar"),
+                                           source=str(side))
+    except LimitError as exc:
+        raise MetadataError(str(exc)) from None
     raise MetadataError(
         f"{path} carries no fer-edge metadata (no embedded record, no sidecar {side.name}). "
         "Export it with `fer-edge convert`, or pass its labels and input size explicitly "

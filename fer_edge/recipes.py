@@ -153,16 +153,19 @@ def load_recipe(path: str | os.PathLike) -> Recipe:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"recipe {path} not found; the recipes are in converters/ (see converters/README.md)")
-    text = path.read_text()
+    from fer_edge import limits
+    from fer_edge.errors import LimitError
+
     try:
+        text = limits.read_limited(path, limits.MAX_CONFIG_BYTES, "recipe").decode("utf-8")
         if path.suffix.lower() == ".toml":
             import tomllib
 
             data = tomllib.loads(text)
         else:
-            import yaml
-
-            data = yaml.safe_load(text)
+            data = limits.load_yaml(text, str(path))
+    except LimitError as exc:
+        raise ConfigError(str(exc)) from None
     except Exception as exc:
         raise ConfigError(f"recipe {path} is not valid {path.suffix.lstrip('.').upper() or 'YAML'}: {exc}") from None
     return parse_recipe(data, path)

@@ -96,9 +96,10 @@ def test_image_folder_results_name_their_files(tmp_path, tiny_tflite):
     out = tmp_path / "out.jsonl"
     assert main(["run", "--model", str(tiny_tflite["fp32"]), "--source", str(folder),
                  "--output", f"jsonl:{out}", "--align"]) == 0
-    *results, end = read_jsonl(out)
+    results = read_jsonl(out)
     assert [r["file"] for r in results] == ["img_0.png", "img_1.png", "img_2.png", "img_9_empty.png"]
-    check_end(end, results)                                    # missed once is not lost yet
+    # photos, not video (issue 12): no tracks across files, so no track events and no closing record
+    assert all(r["events"] == [] for r in results)
     for r, (_, box) in zip(results, frames):
         assert iou(r["faces"][0]["box"], box) > 0.5
     assert results[-1]["faces"] == []

@@ -65,7 +65,7 @@ def test_doctor_json_with_model(tiny_tflite, capsys):
     assert checks["xnnpack"]["status"] == "ok"
     assert "64-bit" in checks["os"]["detail"]
     assert checks["model"]["status"] == "ok" and "angry, happy, sad" in checks["model"]["detail"]
-    assert "DELEGATE" in checks["model ops"]["detail"]
+    assert "ops on XNNPACK" in checks["model ops"]["detail"] and "partition" in checks["model ops"]["detail"]
     assert checks["face detector"]["status"] == "ok"
     assert {"picamera2", "v4l2", "cpu"} <= set(checks)
 

@@ -78,8 +78,10 @@ def register(app: typer.Typer) -> None:
         """Accuracy, per-class recall, speed, size and memory of each model variant, side by side."""
         from rich.console import Console
 
+        from fer_edge.atomic import ensure_dir
         from fer_edge.bench.core import run_bench
 
+        ensure_dir(out)  # fails now, not after the whole bench has run
         console = Console()
         source = None if data.lower() in ("synthetic", "demo") else data
         if device_path:

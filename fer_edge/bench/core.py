@@ -251,6 +251,9 @@ def run_bench(
 
     ordered = [rows[r.name] for r in refs]
     apply_gate(ordered, max_drop, max_class_drop)
+    from fer_edge.bench.verdict import class_drop_warnings
+
+    warnings += class_drop_warnings(ordered, max_class_drop)
     flag_slower_than_fp32(ordered, thread_plan)
     machine = machine_info()
     try:

@@ -220,7 +220,9 @@ def to_markdown(result: BenchResult) -> str:
 
 
 def write_outputs(result: BenchResult, out: Path, plots: bool = True) -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
+    from fer_edge.atomic import ensure_dir
+
+    ensure_dir(out)
     for stale in out.glob("confusion_*.png"):  # a previous run's variants would mix with this run's
         stale.unlink()
     files: list[Path] = []
@@ -245,7 +247,7 @@ def print_table(result: BenchResult, console) -> None:
     """Two compact tables (accuracy, speed) that fit an 80-column terminal, then the verdict lines."""
     from rich.table import Table
 
-    acc = Table(title=f"accuracy - {result.data['n']} images, {result.data['split_note']}", title_justify="left",
+    acc = Table(title=f"accuracy - {result.data['n']} images of {result.data['source']}, {result.data['split_note']}", title_justify="left",
                 header_style="bold")
     clean = bool(result.data.get("clean_note"))
     cols = ("variant", "acc %", "mean rec %", *(("clean acc %", "clean rec %") if clean else ()), "F1 %", "agree %",

@@ -39,10 +39,15 @@ def load_suite(path: str | os.PathLike) -> Suite:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"suite file not found: {p}")
+    from fer_edge import limits
+    from fer_edge.errors import LimitError
+
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        raw = limits.read_yaml_file(p, "suite file")[1] or {}
         return Suite.model_validate(raw)
-    except (yaml.YAMLError, ValidationError) as exc:
+    except LimitError as exc:
+        raise ConfigError(str(exc)) from None
+    except (yaml.YAMLError, ValidationError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{p}: not a valid benchmark suite ({exc})") from exc
 
 

@@ -11,6 +11,30 @@ SLOWER_MARGIN = 0.05
 # Limits the recommendation uses when no gate was asked for (the issue's targets for the default model).
 DEFAULT_REC_MAX_DROP = 0.5
 DEFAULT_REC_MAX_CLASS_DROP = None
+# Without --max-class-drop the bench still warns (it does not fail) when a quantized variant loses more
+# than this on any one class: a small overall drop can hide a class that collapsed.
+WARN_CLASS_DROP_PP = 5.0
+
+
+def class_drop_warnings(rows: list[VariantResult], max_class_drop: float | None,
+                        threshold_pp: float = WARN_CLASS_DROP_PP) -> list[str]:
+    """One warning per quantized row whose recall on some class falls more than `threshold_pp` below its
+    reference's; none when the per-class gate was asked for (it reports these as failures)."""
+    if max_class_drop is not None:
+        return []
+    by_name = {r.name: r for r in rows}
+    out = []
+    for r in rows:
+        ref = by_name.get(r.reference) if r.reference else None
+        if r.is_reference or not r.ok or ref is None or r.scores is None or ref.scores is None:
+            continue
+        fails = [f for f in gate(ref.scores, r.scores, None, threshold_pp) if f.what != "accuracy"]
+        if fails:
+            worst = ", ".join(f"{f.what} {f.reference * 100:.1f}% -> {f.value * 100:.1f}% ({-f.drop_pp:+.1f} pp)"
+                              for f in sorted(fails, key=lambda f: -f.drop_pp))
+            out.append(f"{r.name} loses more than {threshold_pp:g} pp recall on {len(fails)} class(es) vs "
+                       f"{ref.name}: {worst}. Pass --max-class-drop PP to make this fail the run")
+    return out
 
 
 def apply_gate(rows: list[VariantResult], max_drop: float | None, max_class_drop: float | None) -> None:

@@ -421,7 +421,9 @@ def convert(cfg: ConvertConfig, console=None) -> ConvertResult:
             console.print(f"weights: {weights_desc} ({weights_file})")
         preprocess = PreprocessSpec(input_size=size, color=cfg.color)
     out = Path(cfg.out) if cfg.out else default_out(cfg.model)
-    out.mkdir(parents=True, exist_ok=True)
+    from fer_edge.atomic import ensure_dir
+
+    ensure_dir(out)  # a file in the way or a read-only place fails here, before any training
     console.print(f"output folder: [bold]{out}[/]")
 
     from fer_edge.data.readers import open_dataset

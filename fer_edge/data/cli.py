@@ -34,6 +34,14 @@ def audit(
     from fer_edge.data.readers import open_dataset
 
     console = Console()
+    if json_out is not None:  # an unwritable --json fails before the audit, not after it
+        from fer_edge.atomic import ensure_dir
+
+        if json_out.is_dir():
+            from fer_edge.errors import OutputError
+
+            raise OutputError(f"--json {json_out} is a folder; give a file path such as {json_out}/audit.json")
+        ensure_dir(json_out.parent, "--json folder")
     ds = open_dataset(data, kind=kind, labels=[x for x in labels.split(",") if x.strip()] if labels else None)
     with Progress(TextColumn("auditing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=console, transient=True) as bar:

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from fer_edge.errors import DataError
+from fer_edge import limits
+from fer_edge.errors import DataError, LimitError
 from fer_edge.preprocess import to_uint8_image
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 MIN_SIDE = 8                      # smaller than this cannot hold a face worth classifying
-MAX_PIXELS = 50_000_000           # a decoded 50 Mpx RGB image is 150 MB: refuse before decoding
+MAX_PIXELS = limits.MAX_IMAGE_PIXELS   # refused from the header, before decoding
 
 
 class BadImageError(DataError):
@@ -33,12 +34,13 @@ def is_image_name(name: str) -> bool:
     return Path(name).suffix.lower() in IMAGE_EXTENSIONS
 
 
-def read_bytes(path: str | Path) -> bytes:
+def read_bytes(path: str | Path, key: str | None = None) -> bytes:
+    """The bytes of an image file: a regular file of at most limits.MAX_IMAGE_BYTES. A FIFO, socket,
+    device or broken link is a BadImageError (skipped and named), never a read that blocks."""
     try:
-        with open(path, "rb") as fh:
-            return fh.read()
-    except OSError as exc:
-        raise BadImageError(str(path), f"cannot read file ({exc.strerror or exc})") from None
+        return limits.read_limited(path, limits.MAX_IMAGE_BYTES, "image")
+    except LimitError as exc:
+        raise BadImageError(key or str(path), exc.reason) from None
 
 
 def _jpeg_info(data: bytes) -> tuple[tuple[int, int] | None, bool]:
@@ -68,12 +70,30 @@ def _jpeg_info(data: bytes) -> tuple[tuple[int, int] | None, bool]:
     return size, False
 
 
-def _png_info(data: bytes) -> tuple[tuple[int, int] | None, bool]:
-    size = None
-    if len(data) >= 24 and data[12:16] == b"IHDR":
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}   # colour type -> channels after decoding (palette -> RGB)
+
+
+def _png_info(data: bytes) -> tuple[tuple[int, int] | None, bool, int]:
+    """((width, height), complete, decoded bytes per pixel) from the IHDR chunk."""
+    size, bpp = None, 4
+    if len(data) >= 26 and data[12:16] == b"IHDR":
         w, h = struct.unpack(">II", data[16:24])
         size = (w, h)
-    return size, data.rfind(b"IEND", max(0, len(data) - 4096)) != -1
+        bpp = _PNG_CHANNELS.get(data[25], 4) * (2 if data[24] == 16 else 1)
+    return size, data.rfind(b"IEND", max(0, len(data) - 4096)) != -1, bpp
+
+
+def _webp_size(data: bytes) -> tuple[int, int] | None:
+    """Canvas size of a WebP (lossy VP8, lossless VP8L or extended VP8X) from its first chunk."""
+    kind = data[12:16]
+    if kind == b"VP8X" and len(data) >= 30:
+        return 1 + int.from_bytes(data[24:27], "little"), 1 + int.from_bytes(data[27:30], "little")
+    if kind == b"VP8L" and len(data) >= 25:
+        bits = int.from_bytes(data[21:25], "little")
+        return 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
+    if kind == b"VP8 " and len(data) >= 30:
+        return (int.from_bytes(data[26:28], "little") & 0x3FFF), (int.from_bytes(data[28:30], "little") & 0x3FFF)
+    return None
 
 
 def _bmp_size(data: bytes) -> tuple[int, int] | None:
@@ -107,23 +127,30 @@ def check_bytes(data: bytes, key: str = "<bytes>") -> str:
         textual = all(32 <= b < 127 or b in (9, 10, 13) for b in head)
         what = "text, not an image" if textual else "not a known image format"
         raise BadImageError(key, f"{what} (first bytes {head[:8]!r})")
-    size, complete = None, True
+    size, complete, bpp = None, True, 4
     if kind == "jpeg":
         size, complete = _jpeg_info(data)
+        bpp = 3
     elif kind == "png":
-        size, complete = _png_info(data)
+        size, complete, bpp = _png_info(data)
     elif kind == "bmp":
         size = _bmp_size(data)
+    elif kind == "webp":
+        size = _webp_size(data)
     if not complete:
         raise BadImageError(key, f"truncated {kind.upper()} ({len(data)} bytes, no end marker)")
     if size is not None:
-        _check_size(key, *size)
+        _check_size(key, *size, bytes_per_pixel=bpp)
+    # TIFF (and any header we could not read) is bounded by OpenCV itself: limits sets
+    # OPENCV_IO_MAX_IMAGE_PIXELS, and imdecode then refuses (returns None) beyond it.
     return kind
 
 
-def _check_size(key: str, w: int, h: int) -> None:
-    if w * h > MAX_PIXELS:
-        raise BadImageError(key, f"too large ({w}x{h} = {w * h / 1e6:.0f} Mpx > {MAX_PIXELS / 1e6:.0f} Mpx)")
+def _check_size(key: str, w: int, h: int, bytes_per_pixel: int = 3) -> None:
+    if w * h > MAX_PIXELS or w * h * bytes_per_pixel > limits.MAX_DECODED_BYTES:
+        raise BadImageError(key, f"too large ({w}x{h} = {w * h / 1e6:.0f} Mpx; the limit is "
+                                 f"{MAX_PIXELS / 1e6:.0f} Mpx and {limits.MAX_DECODED_BYTES // limits.MiB} MB "
+                                 "decoded) - downscale it")
     if min(w, h) < MIN_SIDE:
         raise BadImageError(key, f"too small ({w}x{h}; a face image needs at least {MIN_SIDE}x{MIN_SIDE} px)")
 
@@ -135,7 +162,10 @@ def decode_bytes(data: bytes, key: str = "<bytes>") -> np.ndarray:
     kind = check_bytes(data, key)
     # ANYDEPTH|ANYCOLOR keeps grey as grey and 16-bit as 16-bit, converts CMYK/palette to colour,
     # and (unlike IMREAD_UNCHANGED) applies the EXIF orientation a phone camera writes.
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+    try:
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+    except cv2.error as exc:  # OpenCV's own size ceiling (OPENCV_IO_MAX_IMAGE_PIXELS) and codec asserts
+        raise BadImageError(key, f"corrupt or too large {kind.upper()} ({' '.join(str(exc).split())[-120:]})") from None
     if img is None:
         raise BadImageError(key, f"corrupt {kind.upper()} (OpenCV could not decode {len(data)} bytes)")
     _check_size(key, img.shape[1], img.shape[0])
@@ -157,4 +187,4 @@ def decode_image(source: str | Path | bytes | bytearray | memoryview, key: str |
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
         return decode_bytes(bytes(source), key or "<bytes>")
-    return decode_bytes(read_bytes(source), key or str(source))
+    return decode_bytes(read_bytes(source, key), key or str(source))

@@ -248,6 +248,20 @@ def _parse_pixels(text: str) -> np.ndarray | None:
             return None
 
 
+def _csv_rows(reader):
+    """csv rows; a row the csv module refuses (a field over the size limit, a NUL byte) becomes a
+    one-field row carrying the marker, so it is skipped and named instead of ending the read."""
+    from fer_edge import limits
+
+    while True:
+        try:
+            yield next(reader)
+        except StopIteration:
+            return
+        except csv.Error:
+            yield [limits.OVERLONG_LINE]
+
+
 @READERS.register("fer2013_csv", "fer2013", "csv")
 def read_fer2013_csv(path: Path, scan: _Scan | None = None) -> tuple[list[Sample], list[Skipped]]:
     """The original fer2013.csv: emotion (0..6), pixels (2304 space-separated ints), Usage.
@@ -258,8 +272,17 @@ def read_fer2013_csv(path: Path, scan: _Scan | None = None) -> tuple[list[Sample
     samples: list[Sample] = []
     skipped: list[Skipped] = []
     n_pix = FER2013_SIDE * FER2013_SIDE
+    from fer_edge import limits
+    from fer_edge.errors import LimitError
+
+    try:
+        limits.check_regular(path, "CSV file")
+    except LimitError as exc:
+        raise DataError(str(exc)) from None
+    # A row longer than MAX_CSV_FIELD (a 48x48 row is ~7 kB) is skipped without being held in memory.
+    csv.field_size_limit(limits.MAX_CSV_FIELD)
     with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
-        reader = csv.reader(fh)
+        reader = csv.reader(limits.bounded_lines(fh))
         header = next(reader, None)
         cols = [c.strip().lower() for c in header] if header else []
         missing = [c for c in ("emotion", "pixels") if c not in cols]
@@ -271,9 +294,12 @@ def read_fer2013_csv(path: Path, scan: _Scan | None = None) -> tuple[list[Sample
             )
         i_emo, i_pix = cols.index("emotion"), cols.index("pixels")
         i_use = cols.index("usage") if "usage" in cols else None
-        for rowno, row in enumerate(reader, 1):
+        for rowno, row in enumerate(_csv_rows(reader), 1):
             key = f"{path.name}:row {rowno}"
             if not row or all(not c.strip() for c in row):
+                continue
+            if row[0] == limits.OVERLONG_LINE:
+                skipped.append(Skipped(key, f"row longer than {limits.MAX_CSV_FIELD // limits.MiB} MB"))
                 continue
             if len(row) < len(cols):
                 skipped.append(Skipped(key, f"{len(row)} fields, expected {len(cols)}"))

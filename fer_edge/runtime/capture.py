@@ -86,7 +86,7 @@ class CaptureThread(threading.Thread):
                  backoff: Backoff | None = None, max_frames: int | None = None,
                  on_error: Callable[[BaseException, int, float], None] | None = None,
                  on_recover: Callable[[], None] | None = None,
-                 on_frame: Callable[[Frame], None] | None = None):
+                 on_frame: Callable[[Frame], None] | None = None, fail_fast: bool = False):
         super().__init__(name="fer-edge-capture", daemon=True)
         self.source, self.mailbox, self.stop = source, mailbox, stop
         self.loop, self.backoff, self.max_frames = loop, backoff or Backoff(), max_frames
@@ -94,10 +94,18 @@ class CaptureThread(threading.Thread):
         self.fatal: BaseException | None = None
         self.frames = 0
         self.errors = 0
+        self.fail_fast = fail_fast       # a source that never delivered: stop at its first failure
+        self._reopen = threading.Event()
+
+    def request_reopen(self) -> None:
+        """Close and reopen the source after its current read returns (the daemon saw a stall)."""
+        self._reopen.set()
 
     def run(self) -> None:
         try:
             self._run()
+        except FerEdgeError as exc:  # typed, with its fix: the daemon raises it, the CLI prints its one line
+            self.fatal = exc
         except BaseException as exc:  # a dead capture thread must never be silent
             log.exception("capture thread failed")
             self.fatal = exc
@@ -113,10 +121,15 @@ class CaptureThread(threading.Thread):
         attempt = 0
         opened = False
         resume = 0
+        pass_start = 0
         while not self.stop.is_set():
             if self.max_frames is not None and self.frames >= self.max_frames:
                 return
             try:
+                if self._reopen.is_set():
+                    self._reopen.clear()
+                    if opened:
+                        raise TimeoutError("stalled: no frame within stall_s")
                 if not opened:
                     self.source.open(resume=resume)
                     opened = True
@@ -124,6 +137,12 @@ class CaptureThread(threading.Thread):
             except FerEdgeError:
                 raise
             except Exception as exc:
+                if self.fail_fast and self.frames == 0:
+                    from fer_edge.errors import DataError
+
+                    raise DataError(f"{self.source.name} cannot deliver frames: {exc}. Check the camera and "
+                                    "--source; as a service (or with source.wait_for_source: true) fer-edge "
+                                    "keeps retrying instead") from None
                 self.errors += 1
                 attempt += 1
                 if delays is None:
@@ -143,6 +162,13 @@ class CaptureThread(threading.Thread):
                 continue
             if frame is None:  # finite source ended
                 if self.loop:
+                    if self.frames == pass_start:
+                        # a whole pass without one usable frame: looping would spin (and log) forever
+                        from fer_edge.errors import DataError
+
+                        raise DataError(f"--loop: a whole pass over {self.source.name} gave no usable frame "
+                                        "(every file was skipped); fix or replace the files")
+                    pass_start = self.frames
                     self.source.close()
                     opened, resume = False, 0
                     continue

@@ -57,8 +57,12 @@ def _overrides(model, source, outputs, loop, drop, threads, delegate, detector, 
 
 
 def _setup_logging(level: str) -> None:
+    from fer_edge import lograte
+
     logging.basicConfig(level=getattr(logging, level), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        lograte.install(handler)  # the same warning once, then a count per minute
 
 
 def register(app: typer.Typer) -> None:

@@ -12,6 +12,7 @@ makes even that a configuration error, for deployments that must guarantee it.
 from __future__ import annotations
 
 import difflib
+import re
 import types
 import typing
 from pathlib import Path
@@ -38,6 +39,12 @@ class _SourceBase(_Strict):
     # Reopen a failing camera after 0.5 s, 1 s, 2 s ... up to retry_max_s.
     retry_initial_s: float = Field(0.5, gt=0)
     retry_max_s: float = Field(30.0, gt=0)
+    # A live source that delivers no frame for this long is stalled: health "degraded", the systemd
+    # watchdog is no longer fed (so systemd restarts the service), and the source is reopened.
+    stall_s: float = Field(10.0, gt=0)
+    # A camera that cannot deliver its first frame: keep retrying (true), or stop at once with the
+    # fix (false). Default: stop when run interactively (a terminal, not systemd), retry as a service.
+    wait_for_source: bool | None = None
 
 
 class Picamera2SourceConfig(_SourceBase):
@@ -200,9 +207,9 @@ class YamlLines:
     """Maps config paths (('outputs', 0, 'port')) to 1-based line numbers of a YAML document."""
 
     def __init__(self, text: str):
-        import yaml
+        from fer_edge.limits import compose_yaml
 
-        self.root = yaml.compose(text, Loader=yaml.SafeLoader)
+        self.root = compose_yaml(text)
 
     def line(self, loc: tuple) -> int | None:
         """Line of the deepest node on `loc` that exists; elements that are not in the YAML
@@ -306,7 +313,14 @@ def _describe(err: ValidationError, lines: YamlLines | None, source: str) -> str
         else:
             secret = any("password" in str(part) for part in loc)
             got = "***" if secret else repr(redacted(e.get("input")))
-            out.append(f"{where}{shown}: {e['msg']} (got {got})")
+            hint = ""
+            if e["type"] == "literal_error" and not secret:  # the closest of the valid values
+                choices = re.findall(r"'([^']*)'", str((e.get("ctx") or {}).get("expected", "")))
+                close = difflib.get_close_matches(str(e.get("input")), choices, n=1, cutoff=0.5)
+                hint = f" Did you mean '{close[0]}'?" if close else ""
+            out.append(f"{where}{shown}: {e['msg']} (got {got}).{hint}")
+    if len(out) == 1:  # one problem, one line
+        return f"invalid configuration: {out[0]}"
     return "invalid configuration:\n  " + "\n  ".join(out)
 
 
@@ -314,18 +328,26 @@ def read_config_file(path: str | Path) -> tuple[dict, YamlLines]:
     """A YAML config file -> (plain dict, line map). Syntax errors name the line."""
     import yaml
 
+    from fer_edge import limits
+    from fer_edge.errors import LimitError
+
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise ConfigError(f"config file not found: {p}")
-    raw = p.read_bytes()
+    try:
+        raw = limits.read_limited(p, limits.MAX_CONFIG_BYTES, "config file")
+    except LimitError as exc:
+        raise ConfigError(str(exc)) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[:exc.start].count(b"\n") + 1
         raise ConfigError(f"{p}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); save the file as UTF-8") from None
     try:
-        data = yaml.safe_load(text)
+        data = limits.load_yaml(text, str(p))
         lines = YamlLines(text)
+    except LimitError as exc:
+        raise ConfigError(str(exc)) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{p}:{mark.line + 1}" if mark is not None else str(p)

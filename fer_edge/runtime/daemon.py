@@ -30,7 +30,21 @@ from fer_edge.runtime.tracker import LOST_SOURCE_ENDED, LOST_SOURCE_FAILED, Trac
 log = logging.getLogger("fer_edge.runtime.daemon")
 
 STOP_BUDGET_S = 2.0          # SIGTERM -> exit, everything flushed
-_SOURCE_COMMON = {"type", "loop", "drop_stale", "max_frames", "retry_initial_s", "retry_max_s"}
+_SOURCE_COMMON = {"type", "loop", "drop_stale", "max_frames", "retry_initial_s", "retry_max_s", "stall_s",
+                  "wait_for_source"}
+
+
+def interactive() -> bool:
+    """Started from a terminal by a person, not by systemd (which sets INVOCATION_ID) or a pipeline."""
+    import os
+    import sys
+
+    if os.environ.get("INVOCATION_ID") or os.environ.get("NOTIFY_SOCKET"):
+        return False
+    try:
+        return sys.stdin.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def build_source(cfg: Any, on_skip=None) -> Source:
@@ -38,6 +52,9 @@ def build_source(cfg: Any, on_skip=None) -> Source:
     options = {k: v for k, v in cfg.model_dump().items() if k not in _SOURCE_COMMON}
     if cfg.type in ("images", "video") and on_skip is not None:
         options["on_skip"] = on_skip
+    if cfg.type == "video":
+        # a stream that stops sending must end its read, so the capture can reconnect
+        options["timeout_s"] = cfg.stall_s
     return SOURCES.get(cfg.type)(**options)
 
 
@@ -73,6 +90,7 @@ class Daemon:
         self.stop_requested_at: float | None = None
         self.results = 0
         self.errors = 0
+        self._active_sinks: Any = None
 
     # --- control --------------------------------------------------------------------------
     def stop(self, reason: str = "stop requested") -> None:
@@ -88,7 +106,14 @@ class Daemon:
         old = {}
         for sig in (signal.SIGTERM, signal.SIGINT):
             old[sig] = signal.signal(sig, lambda s, _f: self.stop(signal.Signals(s).name))
+        # SIGHUP (logrotate's postrotate, `systemctl reload`): reopen output files, keep running.
+        old[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda _s, _f: self._reopen_outputs())
         return old
+
+    def _reopen_outputs(self) -> None:
+        sinks = self._active_sinks
+        if sinks is not None and hasattr(sinks, "reopen"):
+            sinks.reopen()
 
     def _thread_excepthook(self, args) -> None:
         # A helper thread that dies must be loud: logged with its traceback and counted.
@@ -133,19 +158,25 @@ class Daemon:
                 from fer_edge.runtime.sinks import create_sinks
 
                 sinks = create_sinks(cfg.outputs, self.metrics)
+            self._active_sinks = sinks
+            if hasattr(sinks, "on_reader_gone"):
+                sinks.on_reader_gone = lambda name: self.stop(f"output {name} closed by its reader")
             drop = cfg.source.drop_stale if cfg.source.drop_stale is not None else source.live
             mailbox = Mailbox(drop=drop)
+            wait = cfg.source.wait_for_source
+            fail_fast = cfg.source.type in ("camera", "picamera2") and (not wait if wait is not None else interactive())
             capture = CaptureThread(
                 source, mailbox, self.stop_event, loop=cfg.source.loop,
                 backoff=Backoff(cfg.source.retry_initial_s, cfg.source.retry_max_s),
-                max_frames=cfg.source.max_frames, on_error=self._source_failed, on_recover=self._source_recovered)
+                max_frames=cfg.source.max_frames, on_error=self._source_failed, on_recover=self._source_recovered,
+                fail_fast=fail_fast)
             self._capture = capture
             capture.start()
             self.metrics.set_health("ok")
             self.notifier.ready(f"running: {source.name}")
             log.info("running: source %s (%s), outputs: %s", source.name,
                      "newest frame only" if drop else "every frame", ", ".join(o.type for o in cfg.outputs) or "none")
-            self._loop(pipeline, mailbox, sinks)
+            self._loop(pipeline, mailbox, sinks, stall_s=cfg.source.stall_s if source.live else None)
         finally:
             self.metrics.set_health("stopping", self.stop_reason)
             self.notifier.stopping(self.stop_reason or "source finished")
@@ -185,13 +216,41 @@ class Daemon:
         self.metrics.set_gauge("faces", 0)
         self.metrics.set_gauge("tracks", len(pipeline.tracker.tracks))
 
-    def _loop(self, pipeline: Pipeline, mailbox: Mailbox, sinks: Any) -> None:
+    def _stalled(self, stall_s: float | None, last_frame: float) -> bool:
+        """No frame from a live source for stall_s seconds: degraded, the watchdog starves (systemd
+        restarts a service whose camera hangs inside a driver call), and the capture reopens it."""
+        if stall_s is None:
+            return False
+        quiet = time.monotonic() - last_frame
+        if quiet < stall_s:
+            if self._stall_reported:
+                self._stall_reported = False
+                self.metrics.set_health("ok", component="stall")
+                log.info("source delivers again")
+            return False
+        if not self._stall_reported:
+            self._stall_reported = True
+            self.metrics.inc("source_stalls")
+            self.metrics.set_health("degraded", f"no frame for {quiet:.0f} s (stall_s {stall_s:g}); reconnecting",
+                                    component="stall")
+            self.notifier.status(f"degraded: no frame for {quiet:.0f} s")
+            log.warning("source stalled: no frame for %.0f s; reconnecting (watchdog no longer fed)", quiet)
+            if self._capture is not None:
+                self._capture.request_reopen()
+        return True
+
+    def _loop(self, pipeline: Pipeline, mailbox: Mailbox, sinks: Any, stall_s: float | None = None) -> None:
         consecutive_errors = 0
         dropped_seen = 0
         last_status = time.monotonic()
+        last_frame = time.monotonic()
+        self._stall_reported = False
         while True:
-            self.notifier.watchdog()
+            if not self._stalled(stall_s, last_frame):
+                self.notifier.watchdog()
             item = mailbox.get(timeout=0.1)
+            if isinstance(item, Frame):
+                last_frame = time.monotonic()
             if mailbox.dropped != dropped_seen:
                 self.metrics.inc("frames_dropped", mailbox.dropped - dropped_seen)
                 dropped_seen = mailbox.dropped

@@ -159,16 +159,24 @@ def check_model(path: str | Path, threads: int | None = None, delegate: str | No
         t0 = time.perf_counter()
         model.predict_one(x)
         times.append((time.perf_counter() - t0) * 1000)
-    ops = model.op_summary()
+    # The bench's op analysis (partition walk), not a count of DELEGATE nodes: which ops XNNPACK took and
+    # which stayed on the slow builtin kernels. (Issue 14 moves it into the core.)
+    from fer_edge.bench.kernels import analyse_ops
+
+    rep = analyse_ops(model._interp._get_ops_details(), model._interp.get_tensor_details())
     out = [Check("model", "ok" if np.all(np.isfinite(probs)) else "fail",
                  f"{Path(path).name}: {meta.backbone} {meta.variant}, input {meta.preprocess.shape} "
                  f"{meta.preprocess.color}, labels {', '.join(meta.labels)}; loaded in {model.load_seconds * 1000:.0f} ms, "
                  f"first run {first_ms:.1f} ms, median {float(np.median(times)):.2f} ms on {model.threads} thread(s)",
                  "" if np.all(np.isfinite(probs)) else "the model outputs NaN: re-export it")]
-    out.append(Check("model ops", "ok" if ops.delegate_nodes else "warn",
-                     f"{ops.delegate_nodes} DELEGATE node(s), {ops.int8_ops} int8 / {ops.float_ops} float op(s) "
-                     "outside the delegate",
-                     "" if ops.delegate_nodes else "nothing ran on XNNPACK: expect slow inference"))
+    left = ", ".join(f"{op} x{n}" for op, n in sorted(rep.not_delegated.items(), key=lambda kv: -kv[1]))
+    out.append(Check("model ops", "ok" if rep.xnnpack and not rep.not_delegated else "warn",
+                     f"{rep.delegated_ops} of {rep.total_ops} ops on XNNPACK in {rep.delegate_partitions} "
+                     f"partition(s); {rep.int8_ops} int8 / {rep.float_ops} float / {rep.other_ops} other op(s); "
+                     f"on builtin kernels: {left or 'none'}",
+                     "" if rep.xnnpack and not rep.not_delegated else
+                     ("nothing ran on XNNPACK: expect slow inference" if not rep.xnnpack else
+                      "the ops listed run on slower builtin kernels; compare variants with `fer-edge bench`")))
     if model.delegate_note:
         out.append(Check("delegate", "warn", model.delegate_note))
     return out

@@ -6,6 +6,10 @@ every Nth frame - or whenever no face is being tracked - and the frames in betwe
 tracked boxes (moved by each track's velocity): detection is the costly stage, classification of
 a 96 px crop is not.
 
+Photos are not video: a frame that names its file (an image-folder source) is processed on its own,
+with a fresh tracker - always detected, never smoothed with or tracked from the previous file, and
+without track events - so each photo's label is that photo's alone.
+
 When a finite source ends, `finish()` closes the tracks still open: one last result with no faces
 whose events are their track_lost (reason "source ended", or "source failed"), so a consumer pairs every
 track_started with a track_lost.
@@ -37,6 +41,7 @@ class Pipeline:
         self.spec = classifier.spec
         self._since_detect = 0
         self._last_index: int | None = None
+        self.stills = False  # set once a frame names its file: photos, each on its own
 
     def _needs_detection(self) -> bool:
         live = self.tracker.live()
@@ -48,7 +53,12 @@ class Pipeline:
         image = frame.image
         timings = {"capture": round(frame.capture_ms, 3)}
         clock = time.perf_counter
-        if self._needs_detection():
+        still = frame.file is not None
+        if still:
+            # A new photo owes nothing to the previous one: no tracks, no smoothing, no events.
+            self.stills = True
+            self.tracker = Tracker(self.tracker.labels, self.tracker.p)
+        if still or self._needs_detection():
             self._since_detect = 0
             t0 = clock()
             dets = self.detector.detect(image, frame.detect_image)
@@ -74,6 +84,8 @@ class Pipeline:
             t4 = clock()
         self._since_detect += 1
         self._last_index = frame.index
+        if still:
+            events = []
         timings["crop"] = (t2 - t1) * 1000
         timings["classify"] = (t3 - t2) * 1000
         timings["smooth"] = (t4 - t3) * 1000
@@ -86,6 +98,8 @@ class Pipeline:
     def finish(self, reason: str = LOST_SOURCE_ENDED) -> FrameResult | None:
         """The source is over: a result carrying a track_lost event (`reason`) for every track
         still open, numbered one past the last frame; None when no track is open."""
+        if self.stills:  # photos carry no tracks to close
+            return None
         events = self.tracker.close(reason)
         if not events:
             return None

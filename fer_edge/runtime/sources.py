@@ -272,8 +272,10 @@ class VideoSource(_OpenCVCapture):
     # were damaged frames (OpenCV returns False for both, so reading on is the only way to tell).
     MAX_UNREADABLE = 25
 
-    def __init__(self, path: str | os.PathLike, on_skip: Callable[[str, str], None] | None = None):
+    def __init__(self, path: str | os.PathLike, on_skip: Callable[[str, str], None] | None = None,
+                 timeout_s: float | None = None):
         self.path = str(path)
+        self.timeout_s = timeout_s  # streams: a read (or open) that waits longer fails, and is retried
         self.on_skip = on_skip
         self.skipped: list[tuple[str, str]] = []
         self.finite = not is_url(self.path)
@@ -287,7 +289,12 @@ class VideoSource(_OpenCVCapture):
 
         if self.finite and not Path(self.path).is_file():
             raise DataError(f"video file not found: {self.path}")
-        cap = cv2.VideoCapture(opencv_path(self.path, "video"))
+        if not self.finite and self.timeout_s:
+            ms = int(max(1.0, self.timeout_s) * 1000)
+            cap = cv2.VideoCapture(self.path, cv2.CAP_FFMPEG,
+                                   [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
+        else:
+            cap = cv2.VideoCapture(opencv_path(self.path, "video"))
         if not cap.isOpened():
             cap.release()
             if self.finite:
@@ -323,9 +330,33 @@ class VideoSource(_OpenCVCapture):
             self.on_skip(name, reason)
 
 
+def walk_images(top: Path) -> list[Path]:
+    """Image files under `top` and its sub-folders (a class tree: DIR/happy/*.jpg), sorted by relative
+    path; hidden names skipped; a symlinked folder is followed once, so a link loop cannot hang.
+    Non-regular entries with an image name (FIFO, socket, broken link) are listed so that reading
+    them names them as skipped (fer_edge.limits refuses them before any open)."""
+    seen: set[tuple[int, int]] = set()
+    out: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
+        try:
+            st = os.stat(dirpath)
+        except OSError:
+            dirnames[:] = []
+            continue
+        if (st.st_dev, st.st_ino) in seen:
+            dirnames[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        out += [Path(dirpath) / f for f in filenames
+                if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_SUFFIXES]
+    return sorted(out, key=lambda p: p.relative_to(top).parts)
+
+
 @SOURCES.register("images", "image_folder", "folder")
 class ImageFolderSource:
-    """Every image in a folder, sorted by name; each frame names its file. Unreadable files are skipped."""
+    """Every image in a folder and its sub-folders (class trees), sorted by relative path; each frame
+    names its file (relative to the folder: "happy/img1.jpg"). Unreadable files are skipped and named."""
 
     finite = True
     live = False
@@ -342,7 +373,7 @@ class ImageFolderSource:
         if not self.path.is_dir():
             raise DataError(f"image folder not found: {self.path}")
         # Not is_file(): a dangling or self-looping symlink is listed, so read() names it as skipped.
-        self.files = sorted(p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir())
+        self.files = walk_images(self.path)
         if not self.files:
             raise DataError(f"{self.path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
         self.position = resume
@@ -355,7 +386,7 @@ class ImageFolderSource:
         while self.position < len(self.files):
             p = self.files[self.position]
             self.position += 1
-            name = printable_name(p.name)
+            name = printable_name(str(p.relative_to(self.path)))
             t0 = time.perf_counter()
             try:
                 img = decode_image(p, key=name)

@@ -63,6 +63,7 @@ class _Worker:
         self.last_error: str | None = None
         self._failing = False
         self._errlog = _RateLimitedLog()
+        self.on_gone: Any = None  # set by SinkSet: called once when the output's reader went away
         self.thread = threading.Thread(target=self._run, name=f"sink-{self.name}", daemon=True)
         self.thread.start()
 
@@ -99,6 +100,14 @@ class _Worker:
             try:
                 self.sink.publish(item)
             except Exception as exc:  # noqa: BLE001 - a sink must never take the others down
+                if type(exc).__name__ == "ReaderGone":  # the pipe's reader left: the end, quietly
+                    self.unflushed += len(self._q)
+                    if self.on_gone is not None:
+                        self.on_gone(self.name)
+                    with self._cv:
+                        self._q.clear()
+                        self._closing = True
+                    continue
                 self.errors += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 self.metrics.inc("sink_errors", sink=self.name)
@@ -165,6 +174,22 @@ class SinkSet:
         self._frame_sinks = [s for s in self.sinks if getattr(s, "wants_frames", False)]
         self._closed: dict[str, int] | None = None
         self._lock = threading.Lock()
+        # The daemon sets this: called (with the sink's name) when an output's reader went away.
+        self.on_reader_gone: Any = None
+        for w in self._workers:
+            w.on_gone = self._reader_gone
+
+    def _reader_gone(self, name: str) -> None:
+        log.info("output '%s': its reader went away; ending", name)
+        if self.on_reader_gone is not None:
+            self.on_reader_gone(name)
+
+    def reopen(self) -> None:
+        """Ask every sink that writes a file to reopen it (SIGHUP after logrotate). Signal-safe: flags only."""
+        for s in self.sinks:
+            fn = getattr(s, "reopen", None)
+            if fn is not None:
+                fn()
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self.sinks)

@@ -209,6 +209,9 @@ def _build(text: str, model: type[BaseModel], fields: dict) -> SinkConfig:
         raise _bad(text, validation_message(e)) from None
 
 
+_AUTHORITY_KEYS = {"host", "hostname", "port", "bind", "address", "username", "password"}
+
+
 def parse_sink_url(text: str) -> SinkConfig:
     """``jsonl:-``, ``jsonl:PATH``, ``mqtt[s]://...``, ``http://HOST:PORT`` -> a sink config."""
     s = text.strip()
@@ -225,7 +228,17 @@ def parse_sink_url(text: str) -> SinkConfig:
     except ValueError as e:
         raise _bad(text, str(e)) from None
     scheme = u.scheme.lower()
-    query = dict(parse_qsl(u.query, keep_blank_values=True))
+    pairs = parse_qsl(u.query, keep_blank_values=True)
+    # Where a sink connects or binds comes from the URL's host and port, never from its query string:
+    # `http://127.0.0.1:8080?host=0.0.0.0` must not open the page to every interface.
+    for key, _ in pairs:
+        if key.strip().lower() in _AUTHORITY_KEYS:
+            raise _bad(text, f"'{key}' may not be set in the query string; the host and port are the URL's own "
+                             f"(write them as {scheme}://HOST:PORT)")
+    dupes = sorted({k for k, _ in pairs if [p for p, _ in pairs].count(k) > 1})
+    if dupes:
+        raise _bad(text, f"query key(s) {', '.join(dupes)} given twice")
+    query = dict(pairs)
     if scheme in ("mqtt", "mqtts"):
         if not u.hostname:
             raise _bad(text, "no broker host")

@@ -65,9 +65,46 @@ def _load_static() -> dict[str, bytes]:
     return {name: (pkg / name).read_bytes() for name, _ in set(_STATIC.values())}
 
 
+_MAX_CONNECTIONS = 32  # handler threads at once; more connections are refused at accept time
+
+
 class _Server(ThreadingHTTPServer):
+    """ThreadingHTTPServer with a bound on its per-connection threads: a connection beyond
+    _MAX_CONNECTIONS gets a 503 from the accepting thread and is closed, so a flood of clients (or
+    idle keep-alive sockets) cannot grow threads and memory without limit."""
+
     daemon_threads = True
     sink: "HttpSink"
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        self._slots = threading.BoundedSemaphore(_MAX_CONNECTIONS)
+        self.refused = 0
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.refused += 1
+            try:
+                request.settimeout(1.0)
+                body = b'{"error": "too many connections; retry shortly"}'
+                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                                b"Retry-After: 1\r\nConnection: close\r\nContent-Length: "
+                                + str(len(body)).encode() + b"\r\n\r\n" + body)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -201,9 +238,17 @@ class _Handler(BaseHTTPRequestHandler):
         if self._preview_off():
             return
         sink = self.server.sink
-        if sink.viewers >= _MAX_VIEWERS:
+        # Take the viewer slot before answering, atomically: check-then-increment let concurrent
+        # connects all pass the check and exceed the cap.
+        if not sink.take_viewer():
             self._json(503, {"error": f"{_MAX_VIEWERS} preview streams are open already; close one"})
             return
+        try:
+            self._stream(sink)
+        finally:
+            sink.release_viewer()
+
+    def _stream(self, sink: "HttpSink") -> None:
         self.close_connection = True
         self.send_response(200)
         self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={_BOUNDARY}")
@@ -214,16 +259,15 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command == "HEAD":
             return
         seq = -1
-        with sink.viewer():
-            while not sink.closing:
-                jpeg, new_seq = sink.preview_jpeg(wait_s=1.0, after_seq=seq)
-                if jpeg is None or new_seq == seq:
-                    continue
-                seq = new_seq
-                self.wfile.write(
-                    f"--{_BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n".encode()
-                    + jpeg + b"\r\n")
-                self.wfile.flush()
+        while not sink.closing:
+            jpeg, new_seq = sink.preview_jpeg(wait_s=1.0, after_seq=seq)
+            if jpeg is None or new_seq == seq:
+                continue
+            seq = new_seq
+            self.wfile.write(
+                f"--{_BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n".encode()
+                + jpeg + b"\r\n")
+            self.wfile.flush()
 
 
 @SINKS.register("http")
@@ -339,6 +383,18 @@ class HttpSink:
     def viewers(self) -> int:
         return self._viewers
 
+    def take_viewer(self) -> bool:
+        """Claim one of the _MAX_VIEWERS preview slots; False when all are taken."""
+        with self._frame_cv:
+            if self._viewers >= _MAX_VIEWERS:
+                return False
+            self._viewers += 1
+            return True
+
+    def release_viewer(self) -> None:
+        with self._frame_cv:
+            self._viewers -= 1
+
     def viewer(self):
         sink = self
 
@@ -364,5 +420,6 @@ class HttpSink:
         self._thread.join(2.0)
 
     def stats(self) -> dict:
-        return {"url": self.url, "preview": self.config.preview, "viewers": self._viewers}
+        return {"url": self.url, "preview": self.config.preview, "viewers": self._viewers,
+                "connections_refused": self.server.refused}
 
