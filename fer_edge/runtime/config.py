@@ -43,9 +43,9 @@ class _SourceBase(_Strict):
 class Picamera2SourceConfig(_SourceBase):
     type: Literal["picamera2"] = "picamera2"
     size: tuple[int, int] = (640, 480)
-    # Low-res stream the detector reads (None = downscale the main stream). A width divisible by
-    # 64 avoids row padding in the YUV420 buffer.
-    lores_size: tuple[int, int] | None = (320, 240)
+    # Low-res stream the detector reads: "auto" = as wide as the detector's input (detector.input_width)
+    # with the main stream's aspect ratio, [W, H] = that size, null = downscale the main stream instead.
+    lores_size: tuple[int, int] | Literal["auto"] | None = "auto"
     framerate: float | None = Field(30.0, gt=0)
     camera_num: int = Field(0, ge=0)
 

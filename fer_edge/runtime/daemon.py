@@ -33,11 +33,13 @@ STOP_BUDGET_S = 2.0          # SIGTERM -> exit, everything flushed
 _SOURCE_COMMON = {"type", "loop", "drop_stale", "max_frames", "retry_initial_s", "retry_max_s"}
 
 
-def build_source(cfg: Any, on_skip=None) -> Source:
+def build_source(cfg: Any, on_skip=None, detect_width: int | None = None) -> Source:
     """A source object from its config section, by registry name."""
     options = {k: v for k, v in cfg.model_dump().items() if k not in _SOURCE_COMMON}
     if cfg.type in ("images", "video") and on_skip is not None:
         options["on_skip"] = on_skip
+    if cfg.type == "picamera2" and detect_width:
+        options["detect_width"] = detect_width  # lores_size "auto" sizes the low-res stream for it
     return SOURCES.get(cfg.type)(**options)
 
 
@@ -123,7 +125,8 @@ class Daemon:
         threading.excepthook = self._thread_excepthook
         sinks = capture = None
         try:
-            source = self._source or build_source(cfg.source, on_skip=self._image_skipped)
+            source = self._source or build_source(cfg.source, on_skip=self._image_skipped,
+                                                  detect_width=cfg.detector.input_width)
             pipeline = self._pipeline or build_pipeline(cfg, source_name=source.name)
             if not pipeline.source_name:
                 pipeline.source_name = source.name
