@@ -60,10 +60,13 @@ def register(app: typer.Typer) -> None:
         color: Optional[str] = typer.Option(None, "--color", help="for a .tflite without metadata: grey or rgb"),
         tta: str = typer.Option("none", "--tta", help="test-time augmentation, comma separated: none, flip "
                                 "(average each image with its mirror). none,flip benches every variant both ways"),
+        accelerator: str = typer.Option("cpu", "--accelerator", help="cpu (XNNPACK) | gpu (LiteRT CompiledModel; "
+                                        "falls back to the CPU, saying why, where there is no GPU adapter)"),
     ) -> None:
         """Accuracy, per-class recall, speed, size and memory of each model variant, side by side."""
         from rich.console import Console
 
+        from fer_edge.accelerator import check_accelerator
         from fer_edge.bench.core import run_bench
 
         console = Console()
@@ -73,7 +76,8 @@ def register(app: typer.Typer) -> None:
                            out=out, console=console, data_kind=data_kind, isolate=isolate, plots=plots,
                            speed=speed, labels=[x.strip() for x in labels.split(",") if x.strip()] if labels else None,
                            input_size=input_size, color=_color(color),
-                           tta=[x.strip() for x in tta.split(",") if x.strip()] or ["none"])
+                           tta=[x.strip() for x in tta.split(",") if x.strip()] or ["none"],
+                           accelerator=check_accelerator(accelerator))
         if not any(v.ok for v in result.variants):
             raise ModelError("no variant could be benchmarked: "
                              + "; ".join(f"{v.name}: {v.error}" for v in result.variants))

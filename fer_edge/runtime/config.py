@@ -85,6 +85,9 @@ class ClassifierConfig(_Strict):
     model: Path | None = None                     # the converted .tflite (labels and preprocessing inside)
     threads: int | None = Field(None, ge=1, le=256)   # default: every core this process may use
     delegate: str | None = None                   # path of an external delegate library; falls back to CPU
+    # cpu: the interpreter with XNNPACK. gpu: LiteRT's CompiledModel on the GPU; falls back to the CPU,
+    # saying why, where there is no GPU adapter (fer_edge.accelerator).
+    accelerator: Literal["cpu", "gpu"] = "cpu"
     runtime: Literal["ai_edge_litert", "tflite_runtime", "tensorflow"] | None = None
     align: bool = False                           # level the eyes before classifying (needs landmarks)
     tta: str = "none"                             # test-time augmentation: none | flip (fer_edge.tta)

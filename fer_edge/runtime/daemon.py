@@ -51,7 +51,7 @@ def build_pipeline(config: DaemonConfig, source_name: str = "", detector=None, c
     if classifier is None:
         classifier = Classifier(config.require_model(), threads=c.threads, delegate=c.delegate, runtime=c.runtime,
                                 labels=c.labels, input_size=c.input_size, color=c.color,
-                                require_variant=c.require_variant, tta=c.tta)
+                                require_variant=c.require_variant, tta=c.tta, accelerator=c.accelerator)
     if detector is None:
         d = config.detector
         detector = create_detector(d.type, model=d.model, input_width=d.input_width,
