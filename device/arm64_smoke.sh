@@ -32,7 +32,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --wheel) WHEEL="$(cd "$(dirname "${2:?--wheel needs a file}")" && pwd)/$(basename "$2")"; shift 2 ;;
     --keep) KEEP=1; shift ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "arm64_smoke.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done

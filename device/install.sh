@@ -33,7 +33,7 @@ while [ $# -gt 0 ]; do
     --model) MODEL="${2:?--model needs a path}"; shift 2 ;;
     --wheel|--source) SOURCE="${2:?$1 needs a wheel file or a checkout directory}"; shift 2 ;;
     --no-start) START=0; shift ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
 done

@@ -65,12 +65,14 @@ def test_wheel_with_the_device_extra_works_in_a_fresh_venv(dist, tmp_path):
     out, _ = dist
     (wheel,) = out.glob("fer_edge-*.whl")
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    # Nothing from this checkout: with it on PYTHONPATH, pip would take its fer_edge.egg-info for an
+    # installed fer-edge and skip the wheel.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120, env=env)
     pip = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", f"{wheel}[device]"],
-                         capture_output=True, text=True, timeout=900)
+                         capture_output=True, text=True, timeout=900, env=env, cwd=tmp_path)
     assert pip.returncode == 0, pip.stderr[-3000:]
     fe = venv / "bin" / "fer-edge"
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}       # nothing from this checkout
     version = subprocess.run([str(fe), "--version"], capture_output=True, text=True, timeout=60, env=env)
     assert version.returncode == 0 and "fer-edge 0.1.0" in version.stdout
     model = ROOT / "benchmarks" / "models" / "fer2013_best_int8.tflite"
