@@ -118,3 +118,12 @@ def test_doctor_and_bench_take_the_accelerator(tmp_path):
     assert "error" not in res and res["engine"] == runner.engine and not res["tensorflow_imported"]
     bad = _fer_edge("bench", str(MODEL), "--data", "synthetic", "--accelerator", "tpu")
     assert bad.returncode != 0 and "unknown accelerator 'tpu'" in (bad.stderr + bad.stdout)
+
+
+def test_fallback_reason_without_a_native_log_names_litert_s_source_position():
+    from fer_edge.accelerator import _reason
+
+    exc = RuntimeError("ERROR: [./litert/cc/litert_compiled_model.h:1961]\n└ ERROR: [litert/runtime/compiled_model.cc:1036]")
+    assert _reason(exc, []) == "RuntimeError at litert/runtime/compiled_model.cc:1036"
+    assert _reason(exc, ["I0 plugin x: cannot open shared object file", "Warning: Couldn't load Vulkan: libvulkan.so.1: "
+                         "cannot open shared object file"]) == "no Vulkan: libvulkan.so.1: cannot open shared object file"
