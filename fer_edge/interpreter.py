@@ -221,8 +221,11 @@ class TFLiteModel:
             return x.astype(np.float32)
         scale, zero = self._in["quantization"]
         if scale == 0 or (scale == 1.0 and zero == 0 and x.dtype == dtype):
-            # fer-edge's int8 exports take raw uint8 pixels (scale 1, zero 0): the crop is already the input.
+            # fer-edge's fully integer exports take raw uint8 pixels (scale 1, zero 0): the crop is the input.
             return x.astype(dtype, copy=False)
+        if scale == 1.0 and zero == -128 and dtype == np.int8 and x.dtype == np.uint8:
+            # Float-head exports take int8 pixels (scale 1, zero -128): x - 128 is the top bit flipped.
+            return np.bitwise_xor(x, np.uint8(0x80)).view(np.int8)
         info = np.iinfo(dtype)
         q = np.rint(x.astype(np.float32) / scale + zero)
         return np.clip(q, info.min, info.max).astype(dtype)

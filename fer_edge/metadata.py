@@ -48,6 +48,8 @@ class ModelMetadata(BaseModel):
     calibration: Calibration | None = None
     tool_versions: dict[str, str] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict, description="validation metrics at export")
+    tta: str = Field("none", description="test-time augmentation the model is meant to run with (fer_edge.tta): "
+                     "the runtime's and the bench's default for it")
     created: str = Field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     extra: dict[str, Any] = Field(default_factory=dict)
 

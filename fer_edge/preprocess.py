@@ -22,7 +22,12 @@ class PreprocessSpec(BaseModel):
     color: Literal["grey", "rgb"] = "rgb"
     interpolation: Literal["area", "linear"] = "area"
     face_margin: float = Field(
-        0.1, ge=0.0, le=1.0, description="fraction of the face box added on every side when cropping"
+        0.1, ge=-0.25, le=1.0, description="fraction of the face box added on every side when cropping "
+        "(negative: cropped inside the box; FER2013-style tight crops, tuned by bench --device-path)"
+    )
+    face_offset_y: float = Field(
+        0.0, ge=-0.5, le=0.5, description="shift of the crop centre, as a fraction of the face box height "
+        "(positive = down): detectors and data sets frame a face differently (tuned by bench --device-path)"
     )
     normalization: str = Field(
         "in_model", description="how pixels are scaled; 'in_model' = the model takes uint8 0..255"
@@ -91,8 +96,10 @@ def to_model_input(image: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     return np.ascontiguousarray(img, dtype=np.uint8)
 
 
-def square_crop_box(box: Box, frame_w: int, frame_h: int, margin: float) -> tuple[int, int, int, int]:
-    """Grow a detector box by `margin` on every side, make it square, clamp it to the frame.
+def square_crop_box(box: Box, frame_w: int, frame_h: int, margin: float,
+                    offset_y: float = 0.0) -> tuple[int, int, int, int]:
+    """Grow a detector box by `margin` on every side, move its centre down by `offset_y` box heights, make it
+    square, clamp it to the frame.
 
     Always returns a non-empty integer box inside the frame (x0 < x1 <= frame_w, y0 < y1 <= frame_h).
     """
@@ -103,7 +110,7 @@ def square_crop_box(box: Box, frame_w: int, frame_h: int, margin: float) -> tupl
         raise ValueError(f"face box has non-finite coordinates: {box}")
     x0, x1 = min(x0, x1), max(x0, x1)
     y0, y1 = min(y0, y1), max(y0, y1)
-    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2 + offset_y * (y1 - y0)
     side = max(x1 - x0, y1 - y0) * (1 + 2 * margin)
     side = max(1.0, min(side, float(min(frame_w, frame_h))))
     cx = min(max(cx, side / 2), frame_w - side / 2)
@@ -119,5 +126,5 @@ def square_crop_box(box: Box, frame_w: int, frame_h: int, margin: float) -> tupl
 def crop_face(frame: np.ndarray, box: Box, spec: PreprocessSpec) -> np.ndarray:
     """Crop a detected face from an RGB frame with the spec's margin -> model input (uint8 spec.shape)."""
     h, w = frame.shape[:2]
-    x0, y0, x1, y1 = square_crop_box(box, w, h, spec.face_margin)
+    x0, y0, x1, y1 = square_crop_box(box, w, h, spec.face_margin, spec.face_offset_y)
     return to_model_input(frame[y0:y1, x0:x1], spec)

@@ -283,3 +283,46 @@ def test_in_process_timing_is_marked_not_isolated(model_dir, region_data):
     res = run_bench([model_dir / "model_int8.tflite"], region_data, isolate=False, plots=False, **FAST)
     sp = res.variants[0].speed[1]
     assert sp.ok and not sp.isolated and sp.peak_rss_mb is None and sp.kernels["int8_ops"] > 0
+
+
+def test_clean_figures_leave_out_test_images_copied_in_train(model_dir, tmp_path):
+    """A test split with 6 exact copies of training images and a conflicting-label pair: the clean figure is
+    scored on the rest, and equals the hand computation on exactly those images."""
+    import cv2
+
+    from fer_edge.bench import run_bench
+    from fer_edge.data.load import load_arrays
+    from fer_edge.data.readers import open_dataset
+    from fer_edge.interpreter import TFLiteModel
+
+    root = tmp_path / "data"
+    write_region_tree(root, 40, seed=5)                                # public_test/<class>/img_NNN.png
+    x, y = region_images(30, seed=6)
+    for i, (img, c) in enumerate(zip(x, y)):
+        d = root / "train" / LABELS[c]
+        d.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(d / f"tr_{i:03d}.png"), img[:, :, 0])
+    copied = []
+    for i in range(6):                                                 # train images re-appear in the test split
+        c = LABELS[y[i]]
+        dst = root / "public_test" / c / f"copy_{i}.png"
+        shutil.copy(root / "train" / c / f"tr_{i:03d}.png", dst)
+        copied.append(dst)
+    # the same test picture under two labels
+    src = next((root / "public_test" / "angry").glob("img_*.png"))
+    conflict = root / "public_test" / "happy" / "conflict.png"
+    shutil.copy(src, conflict)
+    res = run_bench([model_dir / "model_fp32.tflite"], root, speed=False, plots=False)
+    assert res.data["n"] == 40 + 6 + 1 and res.data["clean_n"] == 40 - 1
+    assert "without its 8 image(s)" in res.data["clean_note"]
+    row = res.variants[0]
+    ds = open_dataset(root)
+    keep = [s for s in ds.split("public_test") if Path(s.key).name not in
+            {p.name for p in copied} | {"conflict.png", src.name}]
+    meta = read_metadata(model_dir / "model_fp32.tflite")
+    xk, yk, _ = load_arrays(keep, meta.preprocess, ds.labels)
+    pred = TFLiteModel(model_dir / "model_fp32.tflite", threads=1).predict(xk).argmax(1)
+    assert row.clean_scores.n == len(keep) == 39
+    assert row.clean_scores.accuracy == pytest.approx(float((pred == yk).mean()))
+    off = run_bench([model_dir / "model_fp32.tflite"], root, speed=False, plots=False, clean=False)
+    assert off.variants[0].clean_scores is None and off.data["clean_note"] == ""

@@ -133,3 +133,26 @@ def test_slower_than_fp32_compares_like_with_like():
     flag_slower_than_fp32(rows, [1])
     assert [bool(r.flags) for r in rows] == [False, False, True, False]
     assert "1.50x SLOWER than fp32 " in rows[2].flags[0]
+
+
+def test_a_model_that_asks_for_flip_gets_it_by_default_on_the_board_and_in_the_bench(tiny_tflite, tmp_path):
+    """Metadata tta 'flip': the runtime's classifier and the bench (--tta model, the default) run it mirrored;
+    an explicit choice still overrides it."""
+    from test_bench import FAST, write_region_tree
+
+    from fer_edge.bench import run_bench
+    from fer_edge.metadata import read_metadata, strip, write_tflite
+    from fer_edge.runtime.classifier import Classifier
+
+    model = write_tflite(tmp_path / "m.tflite", strip(tiny_tflite["int8"].read_bytes()),
+                         read_metadata(tiny_tflite["int8"]).model_copy(update={"tta": "flip"}))
+    assert Classifier(model).tta == "flip" and Classifier(model, tta="none").tta == "none"
+    x, _ = region_images(4, seed=2)
+    c, plain = Classifier(model), Classifier(model, tta="none")
+    np.testing.assert_allclose(c.classify(list(x)), (plain.classify(list(x)) + plain.classify(
+        [np.ascontiguousarray(v[:, ::-1]) for v in x])) / 2, atol=1e-6)
+    data = write_region_tree(tmp_path / "d", 30, seed=4)
+    res = run_bench([model], data, speed=False, plots=False, tta=["model"], **FAST)
+    assert [v.name for v in res.variants] == ["int8+flip"] and res.variants[0].tta == "flip"
+    res = run_bench([model], data, speed=False, plots=False, tta=["none"], **FAST)
+    assert [v.name for v in res.variants] == ["int8"]

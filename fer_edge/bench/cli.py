@@ -58,8 +58,22 @@ def register(app: typer.Typer) -> None:
         input_size: Optional[int] = typer.Option(None, "--input-size", min=8,
                                                  help="for a .tflite without metadata: its input side"),
         color: Optional[str] = typer.Option(None, "--color", help="for a .tflite without metadata: grey or rgb"),
-        tta: str = typer.Option("none", "--tta", help="test-time augmentation, comma separated: none, flip "
-                                "(average each image with its mirror). none,flip benches every variant both ways"),
+        tta: str = typer.Option("model", "--tta", help="test-time augmentation, comma separated: model (default: "
+                                "what each model's metadata asks for, as the board runs it), none, flip (average "
+                                "each image with its mirror). none,flip benches every variant both ways"),
+        clean: bool = typer.Option(True, "--clean/--no-clean", help="also score the clean subset: the split without "
+                                   "images that have an exact or near copy in train or a conflicting label "
+                                   "(needs a train split; audits the whole set once)"),
+        device_path: bool = typer.Option(False, "--device-path", help="score through the board's real path instead: "
+                                         "each face in a larger frame -> face detector -> crop with the model's "
+                                         "geometry -> classifier (no face = wrong), beside the crop path"),
+        detector: str = typer.Option("yunet", "--detector", help="--device-path: yunet or blazeface"),
+        pad: float = typer.Option(1.0, "--pad", min=0.0, help="--device-path: grey border, in face widths"),
+        frame_scale: float = typer.Option(4.0, "--frame-scale", min=0.25, help="--device-path: face upscaling"),
+        tune_crop: bool = typer.Option(False, "--tune-crop", help="--device-path: score a grid of crop margins and "
+                                       "vertical offsets (use a validation split: --split val)"),
+        write_geometry: bool = typer.Option(False, "--write-geometry", help="--tune-crop: write the best geometry "
+                                            "into the model's metadata"),
         accelerator: str = typer.Option("cpu", "--accelerator", help="cpu (XNNPACK) | gpu (LiteRT CompiledModel; "
                                         "falls back to the CPU, saying why, where there is no GPU adapter)"),
     ) -> None:
@@ -71,12 +85,21 @@ def register(app: typer.Typer) -> None:
 
         console = Console()
         source = None if data.lower() in ("synthetic", "demo") else data
+        if device_path:
+            from fer_edge.runtime.photo_path import run_photo_path
+
+            if len(models) != 1 or models[0].suffix != ".tflite":
+                raise ConfigError("--device-path scores one .tflite model; give exactly one")
+            run_photo_path(models[0], source, split=split, limit=limit, detector=detector, pad=pad,
+                           scale=frame_scale, tune=tune_crop, write=write_geometry, out=out,
+                           threads=max(parse_threads(threads)), kind=data_kind, console=console)
+            return
         result = run_bench(models, source, split=split, threads=parse_threads(threads), runs=runs, warmup=warmup,
                            max_seconds=max_seconds, limit=limit, max_drop=max_drop, max_class_drop=max_class_drop,
                            out=out, console=console, data_kind=data_kind, isolate=isolate, plots=plots,
                            speed=speed, labels=[x.strip() for x in labels.split(",") if x.strip()] if labels else None,
                            input_size=input_size, color=_color(color),
-                           tta=[x.strip() for x in tta.split(",") if x.strip()] or ["none"],
+                           tta=[x.strip() for x in tta.split(",") if x.strip()] or ["none"], clean=clean,
                            accelerator=check_accelerator(accelerator))
         if not any(v.ok for v in result.variants):
             raise ModelError("no variant could be benchmarked: "

@@ -15,7 +15,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from fer_edge.bench.backends import open_runner
-from fer_edge.bench.dataset import BenchData, bench_data, label_targets
+from fer_edge.bench.dataset import BenchData, bench_data, clean_mask, label_targets
 from fer_edge.bench.models import ModelRef, resolve_models
 from fer_edge.bench.result import BenchResult, Speed, VariantResult
 from fer_edge.bench.verdict import apply_gate, flag_slower_than_fp32, recommend
@@ -79,8 +79,10 @@ def _pick_reference(refs: list[ModelRef], rows: dict[str, VariantResult]) -> dic
     """Per group: the Keras float model if it ran, else the fp32 TFLite (which then stands in)."""
     out: dict[str, str | None] = {}
     for group in dict.fromkeys(r.group for r in refs):
-        # the reference runs without test-time augmentation: what every other row is compared with
-        members = [rows[r.name] for r in refs if r.group == group and r.tta == "none"]
+        # the reference runs without test-time augmentation where there is such a row (what every other row
+        # is compared with); models that ask for one (metadata tta, bench --tta model) compare within it
+        members = ([rows[r.name] for r in refs if r.group == group and r.tta == "none"]
+                   or [rows[r.name] for r in refs if r.group == group])
         pick = next((m for m in members if m.variant == "float" and m.ok), None)
         pick = pick or next((m for m in members if m.variant == "fp32" and m.kind == "tflite" and m.ok), None)
         out[group] = pick.name if pick else None
@@ -153,6 +155,7 @@ def run_bench(
     input_size: int | None = None,
     color: str | None = None,
     tta: Sequence[str] = ("none",),
+    clean: bool = True,
     accelerator: str = "cpu",
 ) -> BenchResult:
     """Benchmark model variants on one labelled split.
@@ -165,6 +168,8 @@ def run_bench(
     speed: False scores accuracy only (what a gate needs, in a fraction of the time).
     labels/input_size/color: for .tflite files without fer-edge metadata (exported elsewhere).
     tta: test-time augmentation modes (fer_edge.tta); each variant is benched once per mode.
+    clean: also score the clean subset (the split without images that have a copy in train or a
+    conflicting label, found by the data audit) where the data set has a train split.
     """
     t_start = time.perf_counter()
     thread_plan, warnings = plan_threads(threads)
@@ -187,6 +192,9 @@ def run_bench(
         bd.load(specs, progress=lambda m: _say(console, f"[dim]{m}[/]"))
     if bd.skipped:
         warnings.append(f"{len(bd.skipped)} image(s) left out (unreadable or not loadable); see bench.json")
+
+    mask, clean_note = clean_mask(bd, progress=lambda m: _say(console, f"[dim]{m}[/]")) if clean and bd.n \
+        else (None, "")
 
     # Accuracy: every variant on the same images, at the largest measured thread count.
     probs: dict[str, np.ndarray] = {}
@@ -229,6 +237,14 @@ def run_bench(
             row.notes.append(f"labels differ from {ref_name}: no agreement figures")
             continue
         row.scores = score(targets[ref.name], probs[ref.name], row.labels, ref_probs=aligned)
+        if mask is not None:
+            row.clean_scores = score(targets[ref.name][mask], probs[ref.name][mask], row.labels,
+                                     ref_probs=aligned[mask])
+    if mask is not None:
+        for ref in refs:
+            row = rows[ref.name]
+            if row.ok and row.clean_scores is None:
+                row.clean_scores = score(targets[ref.name][mask], probs[ref.name][mask], row.labels)
 
     # Speed: batch 1, per thread count, in a fresh process each (peak memory, thread pools apart).
     for ref in refs:
@@ -258,7 +274,8 @@ def run_bench(
     result = BenchResult(
         variants=ordered,
         data={"source": bd.source, "kind": bd.kind, "split": bd.split, "split_note": bd.split_note, "n": bd.n,
-              "labels": bd.labels, "class_counts": counts,
+              "labels": bd.labels, "class_counts": counts, "clean_note": clean_note,
+              "clean_n": int(mask.sum()) if mask is not None else None,
               "skipped": [{"key": s.key, "reason": s.reason} for s in bd.skipped]},
         threads=thread_plan, machine=machine,
         settings={"speed": speed, "runs": runs, "warmup": warmup, "max_seconds": max_seconds, "limit": limit, "isolated": isolate,

@@ -74,6 +74,8 @@ class BenchData:
     split_note: str
     labels: list[str]                                   # the data set's labels; y indexes these
     samples: list[Sample]
+    dataset: LabelledSet | None = None                  # the whole set (for the clean subset's audit)
+    keys: list[str] = field(default_factory=list)       # the loaded images' keys, aligned with y
     y: np.ndarray | None = None
     skipped: list[Skipped] = field(default_factory=list)
     _arrays: dict[PreprocessSpec, np.ndarray] = field(default_factory=dict)
@@ -102,6 +104,7 @@ class BenchData:
             mask = np.array([k not in bad for k in kept_keys], bool)
             self._arrays[spec] = x[mask] if len(mask) else x
             self.y = y[mask] if len(mask) else y
+            self.keys = [k for k, m in zip(kept_keys, mask) if m]
         if self.y is None or self.n == 0:
             raise DataError(f"no image of {self.source} ({self.split_note}) could be loaded: "
                             + "; ".join(f"{s.key}: {s.reason}" for s in self.skipped[:3]))
@@ -123,4 +126,23 @@ def bench_data(data, split: str | None, limit: int | None, kind: str = "auto") -
     if limit and limit < len(ls.split(name) if name else ls.samples):
         note += f", a random {limit} of its images (--limit)"
     return BenchData(source=ls.source, kind=ls.kind, split=name, split_note=note, labels=list(ls.labels),
-                     samples=samples, skipped=list(ls.skipped))
+                     samples=samples, skipped=list(ls.skipped), dataset=ls)
+
+
+def clean_mask(bd: BenchData, progress: Callable[[str], None] | None = None) -> tuple[np.ndarray | None, str]:
+    """Which loaded images a clean figure keeps (no copy in train, no conflicting labels), and a note.
+
+    None when there is nothing to compare with (no train split, or the scored split is train itself).
+    """
+    ls = bd.dataset
+    if ls is None or bd.split in (None, "train") or not ls.split("train"):
+        return None, ""
+    from fer_edge.data.audit import leaked_keys, run_audit
+
+    if progress:
+        progress(f"auditing {len(ls.samples)} images for copies of {bd.split} in train (the clean subset)")
+    leaked = leaked_keys(run_audit(ls), bd.split)
+    mask = np.array([k not in leaked for k in bd.keys], bool)
+    note = (f"clean = {bd.split} without its {int((~mask).sum())} image(s) that have an exact or near copy in "
+            f"train or carry a conflicting label ({int(mask.sum())} of {len(mask)} left)")
+    return mask, note

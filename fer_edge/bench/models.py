@@ -99,12 +99,16 @@ def _keras_metadata(path: Path, siblings: list[Path]) -> tuple[ModelMetadata, st
         raise first
 
 
+MODEL_TTA = "model"
+
+
 def resolve_models(paths: list[str | os.PathLike], labels: list[str] | None = None, input_size: int | None = None,
                    color: str | None = None, tta: list[str] | tuple[str, ...] = ("none",)) -> list[ModelRef]:
     """Expand folders, read each variant's metadata; unreadable metadata becomes an error on that variant.
     labels/input_size/color describe .tflite files exported without fer-edge metadata. tta: every variant
-    is benched once per test-time augmentation mode ('int8', 'int8+flip', ...)."""
-    modes = list(dict.fromkeys(check_tta(m) for m in tta)) or ["none"]
+    is benched once per test-time augmentation mode ('int8', 'int8+flip', ...); 'model' = the mode the
+    model's metadata asks for (what the board runs)."""
+    modes = list(dict.fromkeys(m if m == MODEL_TTA else check_tta(m) for m in tta)) or ["none"]
     files: list[Path] = []
     for p in paths:
         for f in _expand(Path(p)):
@@ -126,8 +130,10 @@ def resolve_models(paths: list[str | os.PathLike], labels: list[str] | None = No
                 ref.metadata = resolve_metadata(f, labels, input_size, color)
         except FerEdgeError as exc:
             ref.error = str(exc)
-        ref.tta = modes[0]
-        refs += [ref] + [replace(ref, tta=m) for m in modes[1:]]
+        own = ref.metadata.tta if ref.metadata is not None else "none"
+        mine = list(dict.fromkeys(own if m == MODEL_TTA else m for m in modes))
+        ref.tta = mine[0]
+        refs += [ref] + [replace(ref, tta=m) for m in mine[1:]]
     refs.sort(key=lambda r: r.sort_key)
     name_variants(refs)
     return refs

@@ -78,7 +78,8 @@ CSV_SPEED = ("p50_ms", "p95_ms", "p99_ms", "mean_ms", "fps", "n_runs", "cold_sta
 def to_csv(result: BenchResult) -> str:
     labels = result.data["labels"]
     head = (["variant", "group", "kind", "file", "size_bytes", "reference", "accuracy", "mean_recall", "macro_f1",
-             "agreement", "mean_abs_prob_diff", "accuracy_drop_pp", "threads", *CSV_SPEED,
+             "agreement", "mean_abs_prob_diff", "accuracy_drop_pp", "clean_accuracy", "clean_mean_recall",
+             "threads", *CSV_SPEED,
              "xnnpack_ops", "int8_ops", "float_ops", "not_delegated"]
             + [f"recall_{l}" for l in labels] + [f"precision_{l}" for l in labels] + ["error", "flags"])
     buf = io.StringIO()
@@ -90,7 +91,9 @@ def to_csv(result: BenchResult) -> str:
                 s.accuracy if s else "", s.mean_recall if s else "", s.macro_f1 if s else "",
                 "" if not s or s.agreement is None else s.agreement,
                 "" if not s or s.mean_abs_prob_diff is None else s.mean_abs_prob_diff,
-                "" if _drop_pp(row, result, "accuracy") is None else _drop_pp(row, result, "accuracy")]
+                "" if _drop_pp(row, result, "accuracy") is None else _drop_pp(row, result, "accuracy"),
+                row.clean_scores.accuracy if row.clean_scores else "",
+                row.clean_scores.mean_recall if row.clean_scores else ""]
         per_class = ([("" if not s or s.recall.get(l) is None else s.recall[l]) for l in labels]
                      + [("" if not s or s.precision.get(l) is None else s.precision[l]) for l in labels])
         speeds = [row.speed[t] for t in result.threads if t in row.speed] or [Speed(threads=0)]
@@ -119,6 +122,8 @@ def to_markdown(result: BenchResult) -> str:
     lines.append(f"- Data: `{d['source']}` - {d['split_note']}; {d['n']} images scored"
                  + (f", {len(d['skipped'])} left out" if d["skipped"] else "") + ".")
     lines.append("- Classes: " + ", ".join(f"{k} {v}" for k, v in d["class_counts"].items()) + ".")
+    if d.get("clean_note"):
+        lines.append(f"- Raw and clean figures: {d['clean_note']}.")
     lines.append(f"- Machine: {m['cpu']} ({m['machine']}), {m['cores_usable']} usable cores, "
                  f"{m.get('tflite_runtime', '?')}, Python {m['python']}.")
     s = result.settings
@@ -147,10 +152,14 @@ def to_markdown(result: BenchResult) -> str:
             _pct(sc.agreement) if sc else "-",
             _num(sc.mean_abs_prob_diff, ".4f") if sc else "-",
             _num(_drop_pp(v, result, "accuracy"), "+.2f"), _num(_drop_pp(v, result, "mean_recall"), "+.2f"),
-            f"{wc[0]} {wc[1]:+.2f}" if wc else "-", _size(v.size_bytes),
-            ("ERROR: " + v.error) if v.error else "; ".join(v.notes)])
+            f"{wc[0]} {wc[1]:+.2f}" if wc else "-",
+            *([_pct(v.clean_scores.accuracy) if v.clean_scores else "-",
+               _pct(v.clean_scores.mean_recall) if v.clean_scores else "-"] if d.get("clean_note") else []),
+            _size(v.size_bytes), ("ERROR: " + v.error) if v.error else "; ".join(v.notes)])
     lines.append(_md_table(["variant", "accuracy %", "mean recall %", "macro-F1 %", "agreement %", "mean abs dp",
-                            "acc drop pp", "recall drop pp", "worst class drop pp", "size", "note"], acc_rows))
+                            "acc drop pp", "recall drop pp", "worst class drop pp",
+                            *(["clean acc %", "clean recall %"] if d.get("clean_note") else []), "size", "note"],
+                           acc_rows))
     lines += ["", "Drops are reference minus variant (positive = lost). Agreement = top-1 agreement with the "
                   "reference; mean abs dp = mean absolute difference of the probabilities.", "",
               "## Speed (batch 1)", ""]
@@ -238,19 +247,26 @@ def print_table(result: BenchResult, console) -> None:
 
     acc = Table(title=f"accuracy - {result.data['n']} images, {result.data['split_note']}", title_justify="left",
                 header_style="bold")
-    for col in ("variant", "acc %", "mean rec %", "F1 %", "agree %", "drop pp", "worst class pp", "size"):
+    clean = bool(result.data.get("clean_note"))
+    cols = ("variant", "acc %", "mean rec %", *(("clean acc %", "clean rec %") if clean else ()), "F1 %", "agree %",
+            "drop pp", "worst class pp", "size")
+    for col in cols:
         acc.add_column(col, justify="left" if col == "variant" else "right")
     for v in result.variants:
         if v.error:
-            acc.add_row(v.name, "[red]error[/]", *["-"] * 5, _size(v.size_bytes))
+            acc.add_row(v.name, "[red]error[/]", *["-"] * (len(cols) - 3), _size(v.size_bytes))
             continue
         sc, drop, wc = v.scores, _drop_pp(v, result, "accuracy"), _worst_class(v, result)
         bad = bool(v.gate_failures)
+        cs = v.clean_scores
         acc.add_row(v.name + (" (ref)" if v.is_reference else ""), _pct(sc.accuracy), _pct(sc.mean_recall),
+                    *((_pct(cs.accuracy) if cs else "-", _pct(cs.mean_recall) if cs else "-") if clean else ()),
                     _pct(sc.macro_f1), _pct(sc.agreement),
                     "-" if drop is None else (f"[red]{drop:+.2f}[/]" if bad else f"{drop:+.2f}"),
                     f"{wc[0]} {wc[1]:+.1f}" if wc else "-", _size(v.size_bytes))
     console.print(acc)
+    if clean:
+        console.print(f"[dim]{result.data['clean_note']}[/]", highlight=False)
     speed = Table(title="speed - batch 1", title_justify="left", header_style="bold")
     for col in ("variant", "thr", "p50 ms", "p95 ms", "p99 ms", "FPS", "cold ms", "dRSS MB", "XNNPACK"):
         speed.add_column(col, justify="left" if col == "variant" else "right")

@@ -55,6 +55,7 @@ class VariantResult:
     is_reference: bool = False
     reference: str | None = None           # name of the row this one is compared with
     scores: Scores | None = None
+    clean_scores: Scores | None = None     # on the clean subset (BenchResult.data["clean_note"])
     speed: dict[int, Speed] = field(default_factory=dict)
     error: str | None = None
     gate_failures: list[GateFailure] = field(default_factory=list)
@@ -71,8 +72,9 @@ class VariantResult:
         return s.p50_ms if s is not None and s.ok else None
 
     def as_dict(self) -> dict:
-        d = {k: v for k, v in asdict(self).items() if k not in ("scores", "speed", "gate_failures")}
+        d = {k: v for k, v in asdict(self).items() if k not in ("scores", "clean_scores", "speed", "gate_failures")}
         d["scores"] = self.scores.as_dict() if self.scores else None
+        d["clean_scores"] = self.clean_scores.as_dict() if self.clean_scores else None
         d["speed"] = {str(t): asdict(s) for t, s in sorted(self.speed.items())}
         d["gate_failures"] = [dict(asdict(g), message=str(g)) for g in self.gate_failures]
         return d

@@ -28,6 +28,7 @@ from fer_edge.preprocess import PreprocessSpec
 
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
 DEFAULT_VARIANTS = ["int8", "fp32"]
+BACKBONE_WEIGHTS = "backbone.weights.h5"
 TEST_SPLITS = ("test", "public_test", "private_test")
 # Settings that change what training produces: a checkpoint is resumed only when they all match.
 TRAINING_KEYS = ("model", "data", "kind", "input_size", "color", "weights", "alpha", "lrs", "seed", "batch_size",
@@ -46,6 +47,9 @@ class ConvertConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str = Field("mobilenet", description="backbone name, or a .keras/.h5 model file to convert as is")
+    preset: Literal["auto", "paper", "scratch", "finetune"] = Field(
+        "auto", description="training settings for the fields not given (fer_edge.convert.presets): auto = "
+                            "scratch/finetune for face-native backbones (without/with weights), paper otherwise")
     data: str | None = Field(None, description="class-per-folder tree or fer2013.csv; None = synthetic demo set")
     kind: str = "auto"
     out: Path | None = None
@@ -90,10 +94,14 @@ class ConvertConfig(BaseModel):
     distill_temperature: Optional[float] = Field(None, gt=0, description="teacher temperature (default 1)")
     teacher_mirror: Optional[bool] = Field(None, description="average each teacher over the mirror image too "
                                            "(default true)")
+    tta: Literal["none", "flip"] = Field("none", description="test-time augmentation the exported models ask the "
+                                         "runtime and the bench to run them with (flip: average with the mirror)")
     logit_adjust: bool = Field(True, description="after training, shift the output biases by tau x log prior "
                                "with tau chosen on validation (mean recall and accuracy), when it helps")
     calib_images: int = Field(300, ge=1)
-    int8_output: Literal["uint8", "int8"] = "uint8"
+    int8_output: Literal["float", "uint8", "int8"] = Field(
+        "float", description="output of the int8 model: float (int8 body, float32 head: no tied scores), "
+                             "uint8 or int8 (fully integer, plain post-training quantization)")
     input_range: str = "-1,1"
     max_drop: float | None = Field(None, ge=0)
     max_class_drop: float | None = Field(None, ge=0)
@@ -117,6 +125,24 @@ class ConvertConfig(BaseModel):
     @property
     def is_model_file(self) -> bool:
         return Path(self.model).suffix.lower() in MODEL_SUFFIXES
+
+    def resolved(self) -> "ConvertConfig":
+        """This config with its preset's values filled in for the fields not set explicitly."""
+        from fer_edge.convert.presets import auto_preset, preset_values
+
+        if self.is_model_file:
+            return self
+        from fer_edge.convert.backbones import get_backbone
+
+        name = self.preset
+        if name == "auto":
+            name = auto_preset(get_backbone(self.model).face_native, self.weights)
+        values = preset_values(name, set(self.model_fields_set))
+        out = self.model_copy(update=values) if values else self.model_copy()
+        # a copy keeps the fields set explicitly; the preset's count as set from now on (idempotent)
+        out.__pydantic_fields_set__ = set(self.model_fields_set) | set(values) | {"preset"}
+        object.__setattr__(out, "preset", name)
+        return out
 
     def fingerprint(self) -> str:
         d = self.model_dump(mode="json", include=set(TRAINING_KEYS))
@@ -368,6 +394,7 @@ def convert(cfg: ConvertConfig, console=None) -> ConvertResult:
 
     console = console or Console()
     t_all = time.perf_counter()
+    cfg = cfg.resolved()
     timings: dict[str, float] = {}
     if cfg.strategy not in strategy_names():
         from fer_edge.errors import UnknownNameError
@@ -487,6 +514,9 @@ def convert(cfg: ConvertConfig, console=None) -> ConvertResult:
             training_record["train_seconds"] = round(sum(r.seconds for r in tr.runs), 1)
             if cfg.logit_adjust:
                 training_record["logit_adjustment"] = _logit_adjust(model, data, labels, console)
+            if bb.get_backbone(cfg.model).face_native:
+                # The start of a later fine-tune (--weights PATH): the backbone without this data's head.
+                training_record["backbone_weights"] = bb.save_backbone_weights(model, out / BACKBONE_WEIGHTS).name
             _write_log(out / "train_log.csv", [row for r in tr.runs for row in r.history])
             if len(cfg.lrs) > 1:
                 console.print(f"chosen learning rate: {best_lr:g} (best validation mean per-class recall)")
@@ -501,7 +531,7 @@ def convert(cfg: ConvertConfig, console=None) -> ConvertResult:
         einp = ExportInputs(model=model, labels=labels, preprocess=preprocess, backbone=info["backbone"],
                             weights=info["weights"], variants=list(cfg.variants), calib=calib,
                             x_val=arrays["val"][0], y_val=arrays["val"][1], x_test=xt, y_test=yt,
-                            test_name=test_name or "test", int8_output=cfg.int8_output, extra=extra,
+                            test_name=test_name or "test", int8_output=cfg.int8_output, tta=cfg.tta, extra=extra,
                             max_drop=cfg.max_drop, max_class_drop=cfg.max_class_drop)
         t0 = time.perf_counter()
         gate_error = None

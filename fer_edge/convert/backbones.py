@@ -244,9 +244,13 @@ def _load_backbone_weights(backbone, path: Path, spec: BackboneSpec) -> None:
             "(fer2013 weights fit grey input of any size).") from exc
 
 
-def save_backbone_weights(model, path: Path) -> None:
-    """The backbone part of a trained classifier, for --weights PATH|fer2013 starts (head excluded)."""
-    model.get_layer("backbone").save_weights(str(path))
+def save_backbone_weights(model, path: Path) -> Path:
+    """The backbone part of a trained classifier, for --weights PATH|fer2013 starts (head excluded); atomic."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name.removesuffix('.weights.h5')}.tmp.weights.h5")
+    model.get_layer("backbone").save_weights(str(tmp))
+    os.replace(tmp, path)
+    return path
 
 
 def input_adapter(x, channels: int, input_range: str):

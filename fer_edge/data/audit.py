@@ -442,6 +442,20 @@ def _example(g: DuplicateGroup, by: str) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+def leaked_keys(report: AuditReport, split: str, train: str = "train") -> set[str]:
+    """Images of `split` that a clean figure leaves out: those with an exact or near copy in `train`, and every
+    member of a duplicate group whose labels conflict (FER2013 PublicTest: a model scores ~20 pp higher on
+    the copies, inflating the raw figure by ~1.7 pp; see shared/README)."""
+    out: set[str] = set()
+    for stats in (report.exact, report.near):
+        for g in stats.crossing:
+            if train in g.splits:
+                out.update(k for k, s in zip(g.keys, g.splits) if s == split)
+        for g in stats.conflicting:
+            out.update(k for k, s in zip(g.keys, g.splits) if s == split)
+    return out
+
+
 def run_audit(ds: LabelledSet, spec_size: int | None = None, progress: Progress | None = None,
               workers: int | None = None, near_distance: int = NEAR_DUP_DISTANCE,
               near_min_corr: float = NEAR_DUP_MIN_CORR) -> AuditReport:

@@ -23,13 +23,13 @@ log = logging.getLogger("fer_edge.runtime.classifier")
 class Classifier:
     def __init__(self, model: str | Path, threads: int | None = None, delegate: str | None = None,
                  runtime: str | None = None, labels: list[str] | None = None, input_size: int | None = None,
-                 color: str | None = None, require_variant: str | None = None, tta: str = "none",
+                 color: str | None = None, require_variant: str | None = None, tta: str | None = None,
                  accelerator: str = "cpu"):
         from fer_edge.tta import check_tta, with_tta
 
-        self.tta = check_tta(tta)
         self.threads = int(threads) if threads else default_threads()
         meta = resolve_metadata(model, labels, input_size, color)
+        self.tta = check_tta(meta.tta if tta is None else tta)   # None: as the model's metadata asks
         if require_variant and meta.variant != require_variant:
             raise ConfigError(f"classifier.require_variant is {require_variant}, but {model} is the {meta.variant} "
                               f"export ({meta.input_dtype} input); give model_{require_variant}.tflite from the "

@@ -81,8 +81,18 @@ SourceConfigT = Annotated[
 ]
 
 
+# The FER2013 model fer-edge ships (assets/models, see its NOTICE): what `run` classifies with when no
+# model is given. Trained on a research-only data set; a product should convert its own.
+DEFAULT_MODEL = "fer2013_face_vgg_small_int8.tflite"
+
+
+def default_model() -> Path | None:
+    path = Path(__file__).resolve().parents[1] / "assets" / "models" / DEFAULT_MODEL
+    return path if path.is_file() else None
+
+
 class ClassifierConfig(_Strict):
-    model: Path | None = None                     # the converted .tflite (labels and preprocessing inside)
+    model: Path | None = None                     # the converted .tflite; None: the shipped FER2013 model
     threads: int | None = Field(None, ge=1, le=256)   # default: every core this process may use
     delegate: str | None = None                   # path of an external delegate library; falls back to CPU
     # cpu: the interpreter with XNNPACK. gpu: LiteRT's CompiledModel on the GPU; falls back to the CPU,
@@ -90,7 +100,7 @@ class ClassifierConfig(_Strict):
     accelerator: Literal["cpu", "gpu"] = "cpu"
     runtime: Literal["ai_edge_litert", "tflite_runtime", "tensorflow"] | None = None
     align: bool = False                           # level the eyes before classifying (needs landmarks)
-    tta: str = "none"                             # test-time augmentation: none | flip (fer_edge.tta)
+    tta: str | None = None                        # test-time augmentation: none | flip; None: the model's own
     # Only for a .tflite exported elsewhere, without fer-edge metadata: its labels in output order,
     # input side and colour (a model that carries metadata must not be contradicted).
     labels: list[str] | None = Field(None, min_length=2)
@@ -101,10 +111,10 @@ class ClassifierConfig(_Strict):
 
     @field_validator("tta")
     @classmethod
-    def _known_tta(cls, v: str) -> str:
+    def _known_tta(cls, v: str | None) -> str | None:
         from fer_edge.tta import check_tta
 
-        return check_tta(v)  # raises UnknownNameError with the valid names
+        return None if v is None else check_tta(v)  # raises UnknownNameError with the valid names
 
 
 class DetectorConfig(_Strict):
@@ -177,6 +187,9 @@ class DaemonConfig(_Strict):
     def require_model(self) -> Path:
         m = self.classifier.model
         if m is None:
+            shipped = default_model()
+            if shipped is not None:
+                return shipped
             raise ConfigError("no classifier model: set classifier.model in the config or pass --model MODEL.tflite")
         if not Path(m).is_file():
             raise ConfigError(f"classifier.model {m} does not exist; give the .tflite that `fer-edge convert` wrote")

@@ -23,11 +23,12 @@ def eye_angle(eye_a: np.ndarray, eye_b: np.ndarray) -> float:
     return math.degrees(math.atan2(by - ay, bx - ax))
 
 
-def alignment_matrix(box, eyes, frame_w: int, frame_h: int, margin: float) -> tuple[np.ndarray, int]:
+def alignment_matrix(box, eyes, frame_w: int, frame_h: int, margin: float,
+                     offset_y: float = 0.0) -> tuple[np.ndarray, int]:
     """The 2x3 affine that maps the eye-levelled square crop of `box` to a (side x side) image, and side."""
     import cv2
 
-    x0, y0, x1, y1 = square_crop_box(box, frame_w, frame_h, margin)
+    x0, y0, x1, y1 = square_crop_box(box, frame_w, frame_h, margin, offset_y)
     side = max(1, min(x1 - x0, y1 - y0))
     cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0
     m = cv2.getRotationMatrix2D((cx, cy), eye_angle(*eyes), 1.0)
@@ -41,7 +42,7 @@ def crop_aligned(frame: np.ndarray, box, eyes, spec: PreprocessSpec) -> np.ndarr
     import cv2
 
     h, w = frame.shape[:2]
-    m, side = alignment_matrix(box, eyes, w, h, spec.face_margin)
+    m, side = alignment_matrix(box, eyes, w, h, spec.face_margin, spec.face_offset_y)
     patch = cv2.warpAffine(frame, m, (side, side), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     return to_model_input(patch, spec)
 
