@@ -7,7 +7,7 @@
 # 64-bit Raspberry Pi OS Bookworm):
 #   1. builds the wheel (python -m build) unless --wheel names one
 #   2. builds the root once with mmdebstrap and caches it (FER_EDGE_ARM64_CACHE, default
-#      /var/cache/fer-edge-arm64; pip downloads are cached there too), then unpacks a fresh copy
+#      /var/cache/fer-edge-arm64; the device extra's aarch64 wheels too), then unpacks a fresh copy
 #   3. device/install.sh with no source must refuse; device/install.sh --wheel WHEEL --model M installs
 #   4. golden crops (tests/golden_crops.py) reproduce on the board byte for byte
 #   5. fer-edge doctor: no check fails, runtime/XNNPACK/model/detector ok
@@ -116,7 +116,7 @@ host_run "$WORK/data/face.avi" "$WORK/host_video.jsonl"
 # --- the arm64 root: cached tarball, fresh copy per run ------------------------------------------
 key="$(printf '%s %s %s v1' "$SUITE" arm64 "$INCLUDE" | sha256sum | cut -c1-12)"
 TARBALL="$CACHE/$SUITE-arm64-$key.tar"
-mkdir -p "$CACHE/pip"
+mkdir -p "$CACHE/wheels"
 if [ ! -f "$TARBALL" ]; then
   step "mmdebstrap $SUITE arm64 (once; cached as $TARBALL)"
   # --skip=cleanup/apt/lists keeps the package lists, so install.sh's apt-get finds its packages
@@ -140,8 +140,21 @@ printf 'Hardware\t: BCM2835\nModel\t\t: Raspberry Pi 4 Model B (emulated)\n' >>"
 mnt -t proc proc "$ROOT/proc"
 mnt --bind "$cpuinfo" "$ROOT/proc/cpuinfo"
 mnt -t sysfs -o ro sysfs "$ROOT/sys"
-mkdir -p "$ROOT/root/.cache/pip"
-mnt --bind "$CACHE/pip" "$ROOT/root/.cache/pip"
+# The aarch64 wheels of the device extra, fetched by the host's pip (native speed; pip under qemu
+# spends minutes on TLS and hashing) and kept in the cache; the board's pip finds them through
+# PIP_FIND_LINKS and still resolves against the index. fer-edge itself always comes from the wheel
+# install.sh is given (a file:// reference), never from here.
+step "aarch64 wheels of the device extra (host pip, cached in $CACHE/wheels)"
+plat=()
+for t in manylinux_2_36 manylinux_2_35 manylinux_2_34 manylinux_2_31 manylinux_2_28 manylinux_2_27 manylinux_2_17 manylinux2014; do
+  plat+=(--platform "${t}_aarch64")
+done
+"$PY" -m pip download --quiet --disable-pip-version-check --dest "$CACHE/wheels" --only-binary=:all: "${plat[@]}" \
+  --python-version 3.11 --implementation cp --abi cp311 --abi abi3 --abi none "$WHEEL[device]" pip >"$WORK/download.log" 2>&1 \
+  || echo "    (host download failed, the board's pip fetches everything itself: $(tail -1 "$WORK/download.log"))"
+rm -f "$CACHE"/wheels/fer_edge-*.whl
+mkdir -p "$ROOT/wheels"
+mnt --bind -o ro "$CACHE/wheels" "$ROOT/wheels"
 cp -L /etc/resolv.conf "$ROOT/etc/resolv.conf"
 # pip in the root checks certificates against this host's bundle (a proxy's CA may be in it)
 cp -L "${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}" "$ROOT/etc/ssl/host-ca.pem"
@@ -165,7 +178,7 @@ done
 inroot() {
   QEMU_CPU=cortex-a72 chroot "$ROOT" /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     HOME=/root LANG=C.UTF-8 QEMU_CPU=cortex-a72 PIP_CERT=/etc/ssl/host-ca.pem PIP_DEFAULT_TIMEOUT=120 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 "${proxies[@]}" "$@"
+    PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_FIND_LINKS=/wheels "${proxies[@]}" "$@"
 }
 [ "$(inroot uname -m)" = aarch64 ] || fail "the root does not run as aarch64 ($(inroot uname -m))"
 

@@ -101,10 +101,10 @@ case "$sys_numpy" in
        echo "    system numpy $sys_numpy: pinning numpy<2 in the venv" ;;
   *)   : > "$constraints" ;;
 esac
-"$VENV/bin/pip" install --quiet --upgrade -c "$constraints" "$REQUIREMENT"
-# pip keeps an installed fer-edge of the same version as "already satisfied"; a rerun with a new
-# build of the same version must still replace it (its dependencies stay as installed above).
+# fer-edge itself first, forced: pip keeps an installed fer-edge of the same version as "already
+# satisfied", and a rerun with a new build of that version must still replace it. Then its dependencies.
 "$VENV/bin/pip" install --quiet --no-deps --force-reinstall "$REQUIREMENT"
+"$VENV/bin/pip" install --quiet --upgrade -c "$constraints" "$REQUIREMENT"
 "$VENV/bin/fer-edge" --version || die "fer-edge does not start in $VENV; see the pip output above"
 "$VENV/bin/python" -c "import picamera2" 2>/dev/null \
   || echo "    warning: picamera2 does not import in the venv; USB cameras still work (see fer-edge doctor)"
