@@ -150,6 +150,7 @@ class TFLiteModel:
         metadata: ModelMetadata | None = None,
         runtime: str | None = None,
         delegate: str | None = None,
+        accelerator: str = "cpu",
     ):
         self.path = Path(path)
         if not self.path.is_file():
@@ -158,6 +159,11 @@ class TFLiteModel:
         self.threads = threads or default_threads()
         self.runtime = find_runtime(runtime)
         self.delegate_note = ""
+        # --accelerator gpu: LiteRT's CompiledModel, or None and a note saying why (fer_edge.accelerator)
+        from fer_edge.accelerator import open_accelerated
+
+        self._compiled, self.accelerator_note = open_accelerated(self.path, accelerator, self.runtime.name,
+                                                                 self.threads)
         t0 = time.perf_counter()
         delegates = self._load_delegate(delegate) if delegate else None
         try:
@@ -220,6 +226,8 @@ class TFLiteModel:
 
     def predict_one(self, x: np.ndarray) -> np.ndarray:
         """One uint8 crop of shape (S,S,C) -> probabilities (K,)."""
+        if self._compiled is not None:
+            return self._dequantize_output(self._compiled.run(self._quantize_input(x[None])))[0]
         self._interp.set_tensor(self._in["index"], self._quantize_input(x[None]))
         self._interp.invoke()
         return self._dequantize_output(self._interp.get_tensor(self._out["index"]))[0]

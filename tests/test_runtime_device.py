@@ -45,16 +45,31 @@ def test_systemd_unit_has_notify_watchdog_and_sandbox():
     assert svc["ExecStart"].endswith("fer-edge run --config /etc/fer-edge/config.yaml")
 
 
-def test_install_script_parses_and_refuses_non_root():
+def test_install_script_parses_and_installs_only_what_it_is_given(tmp_path):
     script = DEVICE / "install.sh"
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
     text = script.read_text()
-    for needle in ("python3-picamera2", "--system-site-packages", "fer-edge[device]", "useradd", "systemctl"):
+    for needle in ("python3-picamera2", "--system-site-packages", "fer-edge[device] @ file://", "useradd",
+                   "systemctl"):
         assert needle in text
+    # Given no wheel and no checkout it stops before doing anything (as root too: CI runs as root),
+    # in one line that names both fixes - it never falls back to `pip install fer-edge` by name.
+    proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=30)
+    assert proc.returncode != 0 and proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--wheel" in lines[0] and "--source" in lines[0] and "package index" in lines[0]
+    # a wheel that is not fer-edge's, a folder that is not a checkout, a path that does not exist
+    other = tmp_path / "requests-2.0-py3-none-any.whl"
+    other.write_bytes(b"PK")
+    for args, says in ((["--wheel", str(other)], "not a fer-edge wheel"),
+                       (["--source", str(tmp_path)], "not a fer-edge checkout"),
+                       (["--wheel", str(tmp_path / "missing.whl")], "no such file")):
+        proc = subprocess.run(["bash", str(script), *args], capture_output=True, text=True, timeout=30)
+        assert proc.returncode != 0 and says in proc.stderr and proc.stdout == "", (args, proc.stderr)
     import os
 
     if os.geteuid() != 0:
-        proc = subprocess.run(["bash", str(script)], capture_output=True, text=True)
+        proc = subprocess.run(["bash", str(script), "--source", str(DEVICE.parent)], capture_output=True, text=True)
         assert proc.returncode != 0 and "run as root" in proc.stderr
 
 

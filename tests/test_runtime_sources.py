@@ -16,59 +16,158 @@ from fer_edge.runtime.sources import (
     Frame,
     ImageFolderSource,
     Picamera2Source,
+    SourceError,
     VideoSource,
     guess_source_type,
+    lores_size_for,
     xrgb8888_to_rgb,
+    yuv420_to_rgb,
 )
 from test_runtime_support import face_video  # noqa: F401  (fixture)
 
 
 # --- picamera2 adaptor with a fake camera ------------------------------------------------------
+#
+# The fake mirrors picamera2 (0.3.x, raspberrypi/picamera2 picamera2/request.py) where the adaptor
+# touches it: configure() fills each stream's "stride" the way libcamera pads rows; a completed
+# request has .config[stream] (format, size, stride), make_buffer() (1-D copy), make_array() (the
+# library's own reshape: XRGB8888 cropped to HxWx4, YUV420 as (H*3/2, stride) with the padding left
+# in), release(); MappedArray(request, stream, reshape=True, write=True) maps the buffer in place.
+# Padding bytes are 0xEE, so reading them (or a wrong stride) changes colours.
 
-class FakeRequest:
-    def __init__(self, arrays):
-        self.arrays = arrays
+PAD = 0xEE
+
+
+def padded_stride(row_bytes: int, align: int) -> int:
+    return (row_bytes + align - 1) // align * align
+
+
+def xrgb_buffer(rgb: np.ndarray, stride: int) -> np.ndarray:
+    """RGB HxWx3 -> a 1-D XRGB8888 camera buffer: B,G,R,X per pixel, rows padded to `stride` bytes."""
+    h, w = rgb.shape[:2]
+    buf = np.full(h * stride, PAD, np.uint8)
+    rows = buf.reshape(h, stride)
+    px = rows[:, :4 * w].reshape(h, w, 4)
+    px[..., 0], px[..., 1], px[..., 2], px[..., 3] = rgb[..., 2], rgb[..., 1], rgb[..., 0], 0
+    return buf
+
+
+def yuv420_buffer(rgb: np.ndarray, stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """RGB -> (1-D I420 buffer as libcamera lays it out: Y rows of `stride`, U and V rows of stride/2,
+    padding 0xEE; and the same planes packed without padding, the reference for the conversion)."""
+    h, w = rgb.shape[:2]
+    packed = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420).reshape(-1)
+    y, u, v = packed[:h * w].reshape(h, w), packed[h * w:h * w * 5 // 4], packed[h * w * 5 // 4:]
+    cs = stride // 2
+    buf = np.full(stride * h + 2 * cs * (h // 2), PAD, np.uint8)
+    buf[:stride * h].reshape(h, stride)[:, :w] = y
+    buf[stride * h:stride * h + cs * (h // 2)].reshape(h // 2, cs)[:, :w // 2] = u.reshape(h // 2, w // 2)
+    buf[stride * h + cs * (h // 2):].reshape(h // 2, cs)[:, :w // 2] = v.reshape(h // 2, w // 2)
+    return buf, packed.reshape(h * 3 // 2, w)
+
+
+def scene(w: int, h: int, seed: int) -> np.ndarray:
+    """Every pixel a different colour: a wrong stride, channel order or plane offset shows per pixel."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    rgb = np.stack([(xx * 255 // max(1, w - 1)), (yy * 255 // max(1, h - 1)), (xx + yy) % 256], -1).astype(np.uint8)
+    rgb[::7, ::5] = rng.integers(0, 256, rgb[::7, ::5].shape, dtype=np.uint8)
+    return rgb
+
+
+class FakeCompletedRequest:
+    def __init__(self, cam, buffers):
+        self.picam2 = cam
+        self.config = {name: dict(cfg) for name, cfg in cam.camera_config.items() if isinstance(cfg, dict)}
+        self.buffers = buffers
         self.released = False
+        self.copies = 0
+
+    def make_buffer(self, name):
+        self.copies += 1
+        return np.array(self.buffers[name], dtype=np.uint8)
 
     def make_array(self, name):
-        return self.arrays[name]
+        array = self.make_buffer(name)
+        cfg = self.config[name]
+        (w, h), stride = cfg["size"], cfg["stride"]
+        if cfg["format"] == "XRGB8888":
+            return np.ascontiguousarray(array.reshape(h, stride)[:, :4 * w]).reshape(h, w, 4)
+        if cfg["format"] == "YUV420":
+            return array.reshape(h * 3 // 2, stride)
+        raise RuntimeError("Format " + cfg["format"] + " not supported")
 
     def release(self):
         self.released = True
 
 
-class FakePicamera2:
-    """Behaves like picamera2.Picamera2 for what the adaptor uses; buffers in XRGB8888 byte order."""
+class FakeMappedArray:
+    """picamera2.MappedArray: the request's buffer in place (read-only when write=False)."""
 
-    def __init__(self, camera_num=0):
-        self.camera_num = camera_num
-        self.configured = None
+    entered = 0
+
+    def __init__(self, request, stream, reshape=True, write=True):
+        self.request, self.stream, self.reshape, self.write = request, stream, reshape, write
+        self.array = None
+
+    def __enter__(self):
+        FakeMappedArray.entered += 1
+        a = self.request.buffers[self.stream].view()
+        a.flags.writeable = self.write
+        if self.reshape:
+            cfg = self.request.config[self.stream]
+            (w, h), stride = cfg["size"], cfg["stride"]
+            a = (a.reshape(h, stride)[:, :4 * w].reshape(h, w, 4) if cfg["format"] == "XRGB8888"
+                 else a.reshape(h * 3 // 2, stride))
+        self.array = a
+        return self
+
+    def __exit__(self, *exc):
+        self.array = None
+
+
+class FakePicamera2:
+    """picamera2.Picamera2 for what the adaptor uses. Rows are padded as libcamera pads them: main to
+    `align` bytes, lores luma to `align` (its chroma planes to align/2)."""
+
+    def __init__(self, camera_num=0, align=64, seed=0):
+        self.camera_num, self.align, self.seed = camera_num, align, seed
+        self.camera_config = None
         self.started = self.stopped = self.closed = False
         self.requests = []
+        self.truth = []   # per request: (main RGB, lores I420 packed)
 
-    def create_video_configuration(self, main=None, lores=None, buffer_count=4, controls=None):
-        return {"main": main, "lores": lores, "buffer_count": buffer_count, "controls": controls}
+    def create_video_configuration(self, main=None, lores=None, buffer_count=6, controls=None, **kw):
+        return {"main": dict(main or {}), "lores": dict(lores) if lores else None,
+                "buffer_count": buffer_count, "controls": controls or {}}
 
     def configure(self, config):
-        self.configured = config
+        config = {k: (dict(v) if isinstance(v, dict) else v) for k, v in config.items()}
+        w, _ = config["main"]["size"]
+        config["main"]["stride"] = padded_stride(4 * w, self.align)
+        if config["lores"]:
+            lw, lh = config["lores"]["size"]
+            if lw > w or lw % 2 or lh % 2:
+                raise RuntimeError(f"lores {lw}x{lh} must be even and no larger than main")
+            config["lores"]["stride"] = padded_stride(lw, self.align)
+        self.camera_config = config
 
     def start(self):
         self.started = True
 
     def capture_request(self):
-        w, h = self.configured["main"]["size"]
-        rgb = np.zeros((h, w, 3), np.uint8)
-        rgb[..., 0] = 200          # R
-        rgb[..., 1] = 100          # G
-        rgb[..., 2] = 30           # B
-        rgb[0, 0] = (1, 2, 3)
-        xrgb = np.empty((h, w, 4), np.uint8)
-        xrgb[..., 0], xrgb[..., 1], xrgb[..., 2], xrgb[..., 3] = rgb[..., 2], rgb[..., 1], rgb[..., 0], 255
-        lw, lh = self.configured["lores"]["size"]
-        bgr_small = cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), (lw, lh))
-        yuv = cv2.cvtColor(bgr_small, cv2.COLOR_BGR2YUV_I420)
-        req = FakeRequest({"main": xrgb, "lores": yuv})
+        main, lores = self.camera_config["main"], self.camera_config["lores"]
+        w, h = main["size"]
+        rgb = scene(w, h, self.seed + len(self.requests))
+        buffers = {"main": xrgb_buffer(rgb, main["stride"])}
+        packed = None
+        if lores:
+            lw, lh = lores["size"]
+            small = cv2.resize(rgb, (lw, lh), interpolation=cv2.INTER_AREA)
+            buffers["lores"], packed = yuv420_buffer(small, lores["stride"])
+        req = FakeCompletedRequest(self, buffers)
         self.requests.append(req)
+        self.truth.append((rgb, packed))
         return req
 
     def stop(self):
@@ -86,28 +185,95 @@ def test_xrgb8888_bytes_b_g_r_x_become_rgb():
     assert rgb[0, 1].tolist() == [255, 0, 0]
 
 
-def test_picamera2_adaptor_with_fake_camera():
+def _camera(monkeypatch=None, **kw):
     cams = []
 
     def factory(num):
-        cams.append(FakePicamera2(num))
+        cams.append(FakePicamera2(num, **kw))
         return cams[-1]
 
-    src = Picamera2Source(size=(64, 48), lores_size=(64, 48), factory=factory)
+    return cams, factory
+
+
+@pytest.mark.parametrize("main_size,lores_size,align", [
+    ((64, 48), (32, 24), 64),        # lores luma 32 -> stride 64: chroma rows 16 valid of 32
+    ((100, 60), (50, 30), 64),       # main 400 bytes -> stride 448; lores 50 -> 64 (odd chroma rows: 15)
+    ((128, 96), (64, 48), 64),       # no padding at all (what a width divisible by 64 gives)
+    ((96, 72), "auto", 128),         # lores sized for a 320-wide detector, clamped to the main width
+])
+def test_picamera2_adaptor_honours_strides_and_byte_order(main_size, lores_size, align):
+    cams, factory = _camera(align=align)
+    src = Picamera2Source(size=main_size, lores_size=lores_size, factory=factory, mapped_array=FakeMappedArray)
     src.open()
     cam = cams[0]
-    assert cam.started and cam.configured["main"] == {"size": (64, 48), "format": "XRGB8888"}
-    assert cam.configured["lores"]["format"] == "YUV420"
-    f = src.read()
-    assert f.image.shape == (48, 64, 3) and f.image.dtype == np.uint8
-    assert f.image[5, 5].tolist() == [200, 100, 30]           # R, G, B - not B, G, R
-    assert f.image[0, 0].tolist() == [1, 2, 3]
-    assert f.detect_image.shape == (48, 64, 3)
-    assert np.abs(f.detect_image[20, 20].astype(int) - [200, 100, 30]).max() <= 4  # YUV round trip
-    assert cam.requests[0].released                            # buffers go back to libcamera
-    assert src.live and not src.finite
+    assert cam.started and cam.camera_config["main"]["format"] == "XRGB8888"
+    assert cam.camera_config["lores"]["format"] == "YUV420"
+    before = FakeMappedArray.entered
+    for _ in range(2):
+        f = src.read()
+        rgb, packed = cam.truth[-1]
+        req = cam.requests[-1]
+        # main: every pixel exactly the scene's colour (R,G,B), padding never read
+        assert f.image.shape == rgb.shape and f.image.dtype == np.uint8 and f.image.flags.c_contiguous
+        assert np.array_equal(f.image, rgb)
+        # lores: exactly OpenCV's conversion of the unpadded planes (no shear), and close to the scene
+        lw, lh = cam.camera_config["lores"]["size"]
+        assert np.array_equal(f.detect_image, cv2.cvtColor(packed, cv2.COLOR_YUV2RGB_I420))
+        small = cv2.resize(rgb, (lw, lh), interpolation=cv2.INTER_AREA).astype(int)
+        assert np.abs(f.detect_image.astype(int) - small).mean() < 8
+        assert req.released and req.copies == 0       # read in place through MappedArray, then handed back
+    assert FakeMappedArray.entered - before == 4
     src.close()
     assert cam.stopped and cam.closed
+
+
+def test_picamera2_lores_auto_is_sized_for_the_detector():
+    cams, factory = _camera()
+    src = Picamera2Source(size=(1280, 720), lores_size="auto", detect_width=320, factory=factory,
+                          mapped_array=FakeMappedArray)
+    src.open()
+    assert cams[0].camera_config["lores"]["size"] == (320, 180)   # detector width, main aspect, even
+    f = src.read()
+    assert f.detect_image.shape == (180, 320, 3) and f.image.shape == (720, 1280, 3)
+    src.close()
+    assert lores_size_for((640, 480), 300) == (300, 224)
+    assert lores_size_for((200, 150), 320) == (200, 150)
+
+
+def test_picamera2_padded_yuv_chroma_is_not_sheared():
+    """The bug this adaptor fixes: cropping each (H*3/2, stride) row to W keeps chroma padding and shears
+    the colour. Here the naive crop is visibly wrong while the adaptor matches the reference exactly."""
+    w, h, stride = 48, 32, 64
+    rgb = scene(w, h, 3)
+    buf, packed = yuv420_buffer(rgb, stride)
+    want = cv2.cvtColor(packed, cv2.COLOR_YUV2RGB_I420)
+    naive = cv2.cvtColor(np.ascontiguousarray(buf.reshape(h * 3 // 2, stride)[:, :w]), cv2.COLOR_YUV2RGB_I420)
+    assert np.abs(naive.astype(int) - want.astype(int)).max() > 40
+    assert np.array_equal(yuv420_to_rgb(buf.reshape(h * 3 // 2, stride), (w, h), stride), want)
+    with pytest.raises(SourceError, match="stride"):
+        yuv420_to_rgb(buf[:-10], (w, h), stride)      # a buffer too short for its stride is refused
+
+
+def test_picamera2_without_mapped_array_uses_make_array():
+    """A camera object without MappedArray support still reads correctly (one copy per stream)."""
+    cams, factory = _camera(align=64)
+    src = Picamera2Source(size=(100, 60), lores_size=(50, 30), factory=factory)
+    src.open()
+    f = src.read()
+    rgb, packed = cams[0].truth[-1]
+    assert np.array_equal(f.image, rgb)
+    assert np.array_equal(f.detect_image, cv2.cvtColor(packed, cv2.COLOR_YUV2RGB_I420))
+    assert cams[0].requests[-1].copies == 2 and cams[0].requests[-1].released
+
+
+def test_picamera2_refuses_a_main_format_that_is_not_xrgb8888():
+    cams, factory = _camera()
+    src = Picamera2Source(size=(64, 48), lores_size=None, factory=factory, mapped_array=FakeMappedArray)
+    src.open()
+    cams[0].camera_config["main"]["format"] = "RGB888"
+    with pytest.raises(SourceError, match="XRGB8888"):
+        src.read()
+    assert cams[0].requests[-1].released
 
 
 def test_picamera2_missing_package_says_how_to_install(monkeypatch):

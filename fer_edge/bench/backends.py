@@ -29,12 +29,16 @@ BACKENDS: Registry[type] = Registry("model backend")
 
 @BACKENDS.register("tflite")
 class TFLiteRunner:
-    def __init__(self, path, metadata: ModelMetadata, threads: int):
+    def __init__(self, path, metadata: ModelMetadata, threads: int, accelerator: str = "cpu"):
         from fer_edge.interpreter import TFLiteModel
 
-        self.model = TFLiteModel(path, threads=threads, metadata=metadata)
+        self.model = TFLiteModel(path, threads=threads, metadata=metadata, accelerator=accelerator)
         self.load_seconds = self.model.load_seconds
         self.engine = f"{self.model.runtime.name} {self.model.runtime.version}"
+        # --accelerator gpu: what ran it, or why it fell back to the CPU (the row then says so)
+        self.note = self.model.accelerator_note
+        if accelerator != "cpu":
+            self.engine += " CompiledModel GPU" if self.model._compiled is not None else " CPU (no GPU adapter)"
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         return self.model.predict(batch)
@@ -102,10 +106,12 @@ class TTARunner:
         self.predict_one = with_tta(inner.predict_one, mode)
 
 
-def open_runner(kind: str, path, metadata: ModelMetadata, threads: int, tta: str = "none") -> Runner:
+def open_runner(kind: str, path, metadata: ModelMetadata, threads: int, tta: str = "none",
+                accelerator: str = "cpu") -> Runner:
     try:
         cls = BACKENDS.get(kind)
     except FerEdgeError as exc:
         raise ModelError(f"{path}: {exc}") from None
-    runner = cls(path, metadata, threads)
+    # the accelerator is a .tflite matter; the Keras float reference always runs where Keras runs
+    runner = cls(path, metadata, threads, accelerator) if kind == "tflite" else cls(path, metadata, threads)
     return runner if tta == "none" else TTARunner(runner, tta)

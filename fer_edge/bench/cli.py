@@ -74,10 +74,13 @@ def register(app: typer.Typer) -> None:
                                        "vertical offsets (use a validation split: --split val)"),
         write_geometry: bool = typer.Option(False, "--write-geometry", help="--tune-crop: write the best geometry "
                                             "into the model's metadata"),
+        accelerator: str = typer.Option("cpu", "--accelerator", help="cpu (XNNPACK) | gpu (LiteRT CompiledModel; "
+                                        "falls back to the CPU, saying why, where there is no GPU adapter)"),
     ) -> None:
         """Accuracy, per-class recall, speed, size and memory of each model variant, side by side."""
         from rich.console import Console
 
+        from fer_edge.accelerator import check_accelerator
         from fer_edge.atomic import ensure_dir
         from fer_edge.bench.core import run_bench
 
@@ -98,7 +101,8 @@ def register(app: typer.Typer) -> None:
                            out=out, console=console, data_kind=data_kind, isolate=isolate, plots=plots,
                            speed=speed, labels=[x.strip() for x in labels.split(",") if x.strip()] if labels else None,
                            input_size=input_size, color=_color(color),
-                           tta=[x.strip() for x in tta.split(",") if x.strip()] or ["none"], clean=clean)
+                           tta=[x.strip() for x in tta.split(",") if x.strip()] or ["none"], clean=clean,
+                           accelerator=check_accelerator(accelerator))
         if not any(v.ok for v in result.variants):
             raise ModelError("no variant could be benchmarked: "
                              + "; ".join(f"{v.name}: {v.error}" for v in result.variants))

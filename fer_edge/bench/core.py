@@ -103,14 +103,14 @@ def _say(console, msg: str) -> None:
 
 
 def _measure_speed(ref: ModelRef, row: VariantResult, image: np.ndarray, threads: list[int], runs: int,
-                   warmup: int, max_seconds: float, isolate: bool, console) -> None:
+                   warmup: int, max_seconds: float, isolate: bool, console, accelerator: str = "cpu") -> None:
     from fer_edge.bench.probe import run_probe
 
     for t in threads:
         _say(console, f"  [dim]timing {row.name} at {t} thread(s)[/]")
         if isolate:
             res = run_probe(ref.kind, ref.path, ref.metadata.to_json(), t, image, warmup, runs, max_seconds,
-                            tta=ref.tta)
+                            tta=ref.tta, accelerator=accelerator)
             row.speed[t] = Speed.from_probe(t, res)
             continue
         # In-process: quicker (no interpreter restart), but memory peaks mix; reported as not isolated.
@@ -118,7 +118,7 @@ def _measure_speed(ref: ModelRef, row: VariantResult, image: np.ndarray, threads
 
         try:
             t0 = time.perf_counter()
-            runner = open_runner(ref.kind, ref.path, ref.metadata, t, ref.tta)
+            runner = open_runner(ref.kind, ref.path, ref.metadata, t, ref.tta, accelerator)
             runner.predict_one(image)
             cold = time.perf_counter() - t0
             lat = measure(lambda: runner.predict_one(image), warmup, runs, max_seconds)
@@ -156,6 +156,7 @@ def run_bench(
     color: str | None = None,
     tta: Sequence[str] = ("none",),
     clean: bool = True,
+    accelerator: str = "cpu",
 ) -> BenchResult:
     """Benchmark model variants on one labelled split.
 
@@ -205,7 +206,11 @@ def run_bench(
         _say(console, f"scoring [bold]{ref.name}[/] ({ref.path.name}) on {bd.n} images")
         try:
             targets[ref.name] = label_targets(bd.y, bd.labels, ref.metadata.labels, ref.path.name)
-            runner = open_runner(ref.kind, ref.path, ref.metadata, max(thread_plan), ref.tta)
+            runner = open_runner(ref.kind, ref.path, ref.metadata, max(thread_plan), ref.tta, accelerator)
+            note = getattr(getattr(runner, "inner", runner), "note", "")
+            if note:  # --accelerator gpu: what ran the variant, or why it fell back to the CPU
+                row.notes.append(note)
+                _say(console, f"  [yellow]{note}[/]")
             probs[ref.name] = runner.predict(bd.arrays(ref.metadata.preprocess))
             del runner
             row.scores = score(targets[ref.name], probs[ref.name], ref.metadata.labels)
@@ -247,7 +252,7 @@ def run_bench(
         if not speed or row.error or ref.metadata is None:
             continue
         x = bd.arrays(ref.metadata.preprocess)
-        _measure_speed(ref, row, x[0], thread_plan, runs, warmup, max_seconds, isolate, console)
+        _measure_speed(ref, row, x[0], thread_plan, runs, warmup, max_seconds, isolate, console, accelerator)
 
     ordered = [rows[r.name] for r in refs]
     apply_gate(ordered, max_drop, max_class_drop)

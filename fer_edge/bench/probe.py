@@ -52,7 +52,7 @@ def _import_engine(kind: str, threads: int) -> None:
 
 
 def probe(kind: str, model: str, metadata_json: str, threads: int, input_npy: str | None,
-          warmup: int, runs: int, max_seconds: float, tta: str = "none") -> dict:
+          warmup: int, runs: int, max_seconds: float, tta: str = "none", accelerator: str = "cpu") -> dict:
     import numpy as np
 
     from fer_edge.bench.backends import open_runner
@@ -65,7 +65,7 @@ def probe(kind: str, model: str, metadata_json: str, threads: int, input_npy: st
     _import_engine(kind, threads)
     baseline = _peak_rss_mb()
     t0 = time.perf_counter()
-    runner = open_runner(kind, model, meta, threads, tta)
+    runner = open_runner(kind, model, meta, threads, tta, accelerator)
     runner.predict_one(x)
     cold = time.perf_counter() - t0
     lat = measure(lambda: runner.predict_one(x), warmup=warmup, runs=runs, max_seconds=max_seconds)
@@ -94,10 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=200)
     ap.add_argument("--max-seconds", type=float, default=2.0)
     ap.add_argument("--tta", default="none", help="test-time augmentation (fer_edge.tta): none | flip")
+    ap.add_argument("--accelerator", default="cpu", help="cpu | gpu (fer_edge.accelerator)")
     ap.add_argument("--json", required=True, help="where to write the result")
     a = ap.parse_args(argv)
     try:
-        res = probe(a.kind, a.model, a.metadata, a.threads, a.input, a.warmup, a.runs, a.max_seconds, a.tta)
+        res = probe(a.kind, a.model, a.metadata, a.threads, a.input, a.warmup, a.runs, a.max_seconds, a.tta,
+                    a.accelerator)
     except Exception as exc:  # the parent turns this into the variant's error for this thread count
         res = {"error": f"{type(exc).__name__}: {exc}"}
     Path(a.json).write_text(json.dumps(res), encoding="utf-8")
@@ -105,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_probe(kind: str, model: Path, metadata_json: str, threads: int, image=None, warmup: int = 10,
-              runs: int = 200, max_seconds: float = 2.0, timeout: float | None = None, tta: str = "none") -> dict:
+              runs: int = 200, max_seconds: float = 2.0, timeout: float | None = None, tta: str = "none",
+              accelerator: str = "cpu") -> dict:
     """Run `probe` in a child process; returns its result dict, or {"error": ...} if it failed or hung."""
     import numpy as np
 
@@ -115,7 +118,8 @@ def run_probe(kind: str, model: Path, metadata_json: str, threads: int, image=No
         meta_path.write_text(metadata_json, encoding="utf-8")
         cmd = [sys.executable, "-m", "fer_edge.bench.probe", "--kind", kind, "--model", str(model),
                "--metadata", str(meta_path), "--threads", str(threads), "--warmup", str(warmup),
-               "--runs", str(runs), "--max-seconds", str(max_seconds), "--json", str(out_path), "--tta", tta]
+               "--runs", str(runs), "--max-seconds", str(max_seconds), "--json", str(out_path), "--tta", tta,
+               "--accelerator", accelerator]
         if image is not None:
             np.save(Path(tmp) / "x.npy", np.ascontiguousarray(image, np.uint8))
             cmd += ["--input", str(Path(tmp) / "x.npy")]

@@ -23,7 +23,8 @@ log = logging.getLogger("fer_edge.runtime.classifier")
 class Classifier:
     def __init__(self, model: str | Path, threads: int | None = None, delegate: str | None = None,
                  runtime: str | None = None, labels: list[str] | None = None, input_size: int | None = None,
-                 color: str | None = None, require_variant: str | None = None, tta: str | None = None):
+                 color: str | None = None, require_variant: str | None = None, tta: str | None = None,
+                 accelerator: str = "cpu"):
         from fer_edge.tta import check_tta, with_tta
 
         self.threads = int(threads) if threads else default_threads()
@@ -33,10 +34,14 @@ class Classifier:
             raise ConfigError(f"classifier.require_variant is {require_variant}, but {model} is the {meta.variant} "
                               f"export ({meta.input_dtype} input); give model_{require_variant}.tflite from the "
                               "same convert output, or drop the requirement")
-        self.model = TFLiteModel(model, threads=self.threads, metadata=meta, runtime=runtime, delegate=delegate)
+        self.model = TFLiteModel(model, threads=self.threads, metadata=meta, runtime=runtime, delegate=delegate,
+                                 accelerator=accelerator)
         self.delegate_note = self.model.delegate_note
         if self.delegate_note:
             log.warning(self.delegate_note)
+        self.accelerator_note = self.model.accelerator_note
+        if self.accelerator_note:  # what runs the model, or (a warning) why the GPU was not used
+            log.log(logging.INFO if self.model._compiled is not None else logging.WARNING, self.accelerator_note)
         self.spec: PreprocessSpec = self.model.metadata.preprocess
         self.labels: list[str] = self.model.labels
         self._predict_one = with_tta(self.model.predict_one, self.tta)
@@ -53,5 +58,5 @@ class Classifier:
             "path": str(m.path), "runtime": f"{m.runtime.name} {m.runtime.version}", "threads": self.threads,
             "labels": self.labels, "input": list(self.spec.shape), "color": self.spec.color,
             "variant": m.metadata.variant, "backbone": m.metadata.backbone, "tta": self.tta,
-            "delegate_note": self.delegate_note or None,
+            "delegate_note": self.delegate_note or None, "accelerator_note": self.accelerator_note or None,
         }

@@ -17,7 +17,7 @@ import typer
 
 def _overrides(model, source, outputs, loop, drop, threads, delegate, detector, detect_every, detect_width, max_faces,
                min_face, score_threshold, align, max_frames, log_level, labels=None, input_size=None, color=None,
-               require_variant=None, tta=None) -> dict:
+               require_variant=None, tta=None, accelerator=None) -> dict:
     """Only the flags that were given, shaped like the config file (flags win over the file)."""
     from fer_edge.runtime.config import source_from_spec
 
@@ -36,6 +36,7 @@ def _overrides(model, source, outputs, loop, drop, threads, delegate, detector, 
     put("classifier", "color", color)
     put("classifier", "require_variant", require_variant)
     put("classifier", "tta", tta)
+    put("classifier", "accelerator", accelerator.strip().lower() if accelerator else None)
     if source is not None:
         o["source"] = source_from_spec(source)
     put("source", "loop", True if loop else None)
@@ -84,6 +85,9 @@ def register(app: typer.Typer) -> None:
         threads: Optional[int] = typer.Option(None, "--threads", help="Classifier threads (default: all cores)."),
         delegate: Optional[str] = typer.Option(
             None, "--delegate", help="External delegate library (.so); falls back to the CPU if it cannot load."),
+        accelerator: Optional[str] = typer.Option(
+            None, "--accelerator", help="cpu (XNNPACK, default) | gpu (LiteRT CompiledModel; falls back to the CPU, "
+                                        "saying why, where there is no GPU adapter)."),
         detector: Optional[str] = typer.Option(None, "--detector", help="yunet | blazeface"),
         detect_every: Optional[int] = typer.Option(
             None, "--detect-every", help="Detect on every Nth frame; track boxes in between."),
@@ -111,7 +115,7 @@ def register(app: typer.Typer) -> None:
 
         overrides = _overrides(str(model) if model else None, source, output, loop, drop, threads, delegate, detector,
                                detect_every, detect_width, max_faces, min_face, score_threshold, align, max_frames,
-                               log_level, labels, input_size, color, require_variant, tta)
+                               log_level, labels, input_size, color, require_variant, tta, accelerator)
         if config is None and "source" not in overrides:
             from fer_edge.errors import ConfigError
 
@@ -132,12 +136,15 @@ def register(app: typer.Typer) -> None:
         model: Optional[Path] = typer.Option(None, "--model", "-m", help="Also load this .tflite and run it once."),
         threads: Optional[int] = typer.Option(None, "--threads"),
         delegate: Optional[str] = typer.Option(None, "--delegate"),
+        accelerator: str = typer.Option("cpu", "--accelerator", help="cpu | gpu: also try the model on the GPU."),
         as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
     ) -> None:
         """Check this board: TFLite runtime and XNNPACK, CPU and OS, camera stack, and a model."""
         from fer_edge.runtime.doctor import run_checks
 
-        checks = run_checks(str(model) if model else None, threads, delegate)
+        from fer_edge.accelerator import check_accelerator
+
+        checks = run_checks(str(model) if model else None, threads, delegate, check_accelerator(accelerator))
         if as_json:
             print(json.dumps([c.as_dict() for c in checks], indent=2))
         else:

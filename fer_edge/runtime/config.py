@@ -50,9 +50,9 @@ class _SourceBase(_Strict):
 class Picamera2SourceConfig(_SourceBase):
     type: Literal["picamera2"] = "picamera2"
     size: tuple[int, int] = (640, 480)
-    # Low-res stream the detector reads (None = downscale the main stream). A width divisible by
-    # 64 avoids row padding in the YUV420 buffer.
-    lores_size: tuple[int, int] | None = (320, 240)
+    # Low-res stream the detector reads: "auto" = as wide as the detector's input (detector.input_width)
+    # with the main stream's aspect ratio, [W, H] = that size, null = downscale the main stream instead.
+    lores_size: tuple[int, int] | Literal["auto"] | None = "auto"
     framerate: float | None = Field(30.0, gt=0)
     camera_num: int = Field(0, ge=0)
 
@@ -102,6 +102,9 @@ class ClassifierConfig(_Strict):
     model: Path | None = None                     # the converted .tflite; None: the shipped FER2013 model
     threads: int | None = Field(None, ge=1, le=256)   # default: every core this process may use
     delegate: str | None = None                   # path of an external delegate library; falls back to CPU
+    # cpu: the interpreter with XNNPACK. gpu: LiteRT's CompiledModel on the GPU; falls back to the CPU,
+    # saying why, where there is no GPU adapter (fer_edge.accelerator).
+    accelerator: Literal["cpu", "gpu"] = "cpu"
     runtime: Literal["ai_edge_litert", "tflite_runtime", "tensorflow"] | None = None
     align: bool = False                           # level the eyes before classifying (needs landmarks)
     tta: str | None = None                        # test-time augmentation: none | flip; None: the model's own

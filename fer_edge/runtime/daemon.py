@@ -47,7 +47,7 @@ def interactive() -> bool:
         return False
 
 
-def build_source(cfg: Any, on_skip=None) -> Source:
+def build_source(cfg: Any, on_skip=None, detect_width: int | None = None) -> Source:
     """A source object from its config section, by registry name."""
     options = {k: v for k, v in cfg.model_dump().items() if k not in _SOURCE_COMMON}
     if cfg.type in ("images", "video") and on_skip is not None:
@@ -55,6 +55,8 @@ def build_source(cfg: Any, on_skip=None) -> Source:
     if cfg.type == "video":
         # a stream that stops sending must end its read, so the capture can reconnect
         options["timeout_s"] = cfg.stall_s
+    if cfg.type == "picamera2" and detect_width:
+        options["detect_width"] = detect_width  # lores_size "auto" sizes the low-res stream for it
     return SOURCES.get(cfg.type)(**options)
 
 
@@ -66,7 +68,7 @@ def build_pipeline(config: DaemonConfig, source_name: str = "", detector=None, c
     if classifier is None:
         classifier = Classifier(config.require_model(), threads=c.threads, delegate=c.delegate, runtime=c.runtime,
                                 labels=c.labels, input_size=c.input_size, color=c.color,
-                                require_variant=c.require_variant, tta=c.tta)
+                                require_variant=c.require_variant, tta=c.tta, accelerator=c.accelerator)
     if detector is None:
         d = config.detector
         detector = create_detector(d.type, model=d.model, input_width=d.input_width,
@@ -148,7 +150,8 @@ class Daemon:
         threading.excepthook = self._thread_excepthook
         sinks = capture = None
         try:
-            source = self._source or build_source(cfg.source, on_skip=self._image_skipped)
+            source = self._source or build_source(cfg.source, on_skip=self._image_skipped,
+                                                  detect_width=cfg.detector.input_width)
             pipeline = self._pipeline or build_pipeline(cfg, source_name=source.name)
             if not pipeline.source_name:
                 pipeline.source_name = source.name

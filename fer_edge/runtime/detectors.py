@@ -18,6 +18,7 @@ from typing import Callable, Protocol
 import numpy as np
 
 from fer_edge.errors import ConfigError, ModelError
+from fer_edge.preprocess import resize_exact
 from fer_edge.registry import Registry
 
 YUNET_ASSET = "face_detection_yunet_2026may.onnx"
@@ -72,13 +73,12 @@ def _finalise(dets: list[Detection], min_face: float, max_faces: int) -> list[De
 
 
 def _downscale(frame: np.ndarray, width: int) -> np.ndarray:
-    import cv2
-
     h, w = frame.shape[:2]
     if w <= width:
         return frame
     height = max(1, round(h * width / w))
-    return cv2.resize(frame, (width, height), interpolation=cv2.INTER_LINEAR)
+    # Bit-exact on every CPU (preprocess.resize_exact): the boxes, hence the crops, match host and board.
+    return resize_exact(frame, (width, height))
 
 
 @DETECTORS.register("yunet")
@@ -226,13 +226,11 @@ class BlazeFaceDetector:
         self.anchors = ssd_anchors(self.input_size)
 
     def _letterbox(self, frame: np.ndarray) -> tuple[np.ndarray, float, float, float]:
-        import cv2
-
         h, w = frame.shape[:2]
         s = self.input_size
         scale = s / max(h, w)
         nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-        resized = cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        resized = resize_exact(frame, (nw, nh))
         pad_x, pad_y = (s - nw) // 2, (s - nh) // 2
         canvas = np.zeros((s, s, 3), np.uint8)
         canvas[pad_y:pad_y + nh, pad_x:pad_x + nw] = resized

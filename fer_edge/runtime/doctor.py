@@ -142,11 +142,12 @@ def check_detector() -> Check:
         return Check("face detector", "fail", f"YuNet unavailable: {exc}", "pip install 'opencv-python-headless>=4.10,<5'")
 
 
-def check_model(path: str | Path, threads: int | None = None, delegate: str | None = None) -> list[Check]:
+def check_model(path: str | Path, threads: int | None = None, delegate: str | None = None,
+                accelerator: str = "cpu") -> list[Check]:
     from fer_edge.interpreter import TFLiteModel
 
     try:
-        model = TFLiteModel(path, threads=threads, delegate=delegate)
+        model = TFLiteModel(path, threads=threads, delegate=delegate, accelerator=accelerator)
     except Exception as exc:  # noqa: BLE001
         return [Check("model", "fail", f"{path}: {exc}", "re-export it with `fer-edge convert`")]
     meta = model.metadata
@@ -179,10 +180,14 @@ def check_model(path: str | Path, threads: int | None = None, delegate: str | No
                       "the ops listed run on slower builtin kernels; compare variants with `fer-edge bench`")))
     if model.delegate_note:
         out.append(Check("delegate", "warn", model.delegate_note))
+    if model.accelerator_note:
+        out.append(Check("accelerator", "ok" if model._compiled is not None else "warn", model.accelerator_note,
+                         "" if model._compiled is not None else "the CPU (XNNPACK) is the fast path on this board"))
     return out
 
 
-def run_checks(model: str | None = None, threads: int | None = None, delegate: str | None = None) -> list[Check]:
+def run_checks(model: str | None = None, threads: int | None = None, delegate: str | None = None,
+               accelerator: str = "cpu") -> list[Check]:
     checks = check_platform()
     rt_checks, rt = check_runtime()
     checks += rt_checks
@@ -191,5 +196,5 @@ def run_checks(model: str | None = None, threads: int | None = None, delegate: s
     checks += check_camera()
     checks.append(check_detector())
     if model:
-        checks += check_model(model, threads, delegate)
+        checks += check_model(model, threads, delegate, accelerator)
     return checks

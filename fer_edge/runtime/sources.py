@@ -87,7 +87,11 @@ def bgr_to_rgb(image: np.ndarray) -> np.ndarray:
 
 
 def xrgb8888_to_rgb(buffer: np.ndarray) -> np.ndarray:
-    """picamera2's XRGB8888 array (HxWx4, bytes B,G,R,X in memory) -> contiguous RGB uint8 HxWx3."""
+    """picamera2's XRGB8888 array (HxWx4, bytes B,G,R,X in memory) -> contiguous RGB uint8 HxWx3.
+
+    `buffer` may be a strided view straight into the camera's buffer (rows padded to the stride):
+    OpenCV reads it in place, so the conversion is the only copy.
+    """
     if buffer.ndim != 3 or buffer.shape[2] != 4 or buffer.dtype != np.uint8:
         raise SourceError(f"expected an XRGB8888 buffer (HxWx4 uint8), got {buffer.shape} {buffer.dtype}")
     import cv2
@@ -95,41 +99,131 @@ def xrgb8888_to_rgb(buffer: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(buffer, cv2.COLOR_BGRA2RGB)
 
 
-def yuv420_to_rgb(buffer: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """picamera2's YUV420 (I420) array, shape (H*3/2, W) -> RGB uint8 HxWx3."""
+def xrgb8888_view(buffer: np.ndarray, size: tuple[int, int], stride: int) -> np.ndarray:
+    """The HxWx4 pixels of an XRGB8888 buffer whose rows are `stride` bytes (>= 4*W): a view, no copy."""
+    w, h = size
+    flat = buffer.reshape(-1)
+    if stride < 4 * w or flat.size < stride * (h - 1) + 4 * w:
+        raise SourceError(f"XRGB8888 buffer of {flat.size} bytes with stride {stride} cannot hold {w}x{h} pixels")
+    rows = np.lib.stride_tricks.as_strided(flat, shape=(h, 4 * w), strides=(stride, 1), writeable=False)
+    return rows.reshape(h, w, 4)
+
+
+def yuv420_to_rgb(buffer: np.ndarray, size: tuple[int, int], stride: int | None = None) -> np.ndarray:
+    """picamera2's YUV420 (I420) buffer -> RGB uint8 HxWx3, honouring each plane's own stride.
+
+    picamera2 hands YUV420 over as a (H*3/2, stride) array. The Y plane is H rows of `stride` bytes;
+    the U and V planes that follow are H/2 rows of stride/2 bytes each, so one array row holds TWO
+    chroma rows. Cropping every array row to W (what a single stride suggests) shears the colour
+    wherever stride > W; each plane is cropped by its own stride here instead.
+    """
     import cv2
 
     w, h = size
-    if buffer.shape[0] != h * 3 // 2 or buffer.shape[1] < w:
-        raise SourceError(f"YUV420 buffer {buffer.shape} does not match {w}x{h}; use a width divisible by 64")
-    return cv2.cvtColor(np.ascontiguousarray(buffer[:, :w]), cv2.COLOR_YUV2RGB_I420)
+    flat = buffer.reshape(-1)
+    if stride is None:
+        stride = buffer.shape[1] if buffer.ndim == 2 else w
+    cstride = stride // 2
+    if w % 2 or h % 2 or stride % 2:
+        raise SourceError(f"YUV420 needs even width, height and stride, got {w}x{h} stride {stride}")
+    if stride < w or flat.size < stride * h + 2 * cstride * (h // 2):
+        raise SourceError(f"YUV420 buffer of {flat.size} bytes with stride {stride} does not hold {w}x{h} pixels; "
+                          "configure the lores stream with the size it delivers")
+    y = np.lib.stride_tricks.as_strided(flat, shape=(h, w), strides=(stride, 1), writeable=False)
+    u0 = stride * h
+    v0 = u0 + cstride * (h // 2)
+    u = np.lib.stride_tricks.as_strided(flat[u0:], shape=(h // 2, w // 2), strides=(cstride, 1), writeable=False)
+    v = np.lib.stride_tricks.as_strided(flat[v0:], shape=(h // 2, w // 2), strides=(cstride, 1), writeable=False)
+    # OpenCV's I420 conversion wants the three planes packed without padding: one small copy.
+    packed = np.empty(h * w * 3 // 2, np.uint8)
+    packed[:h * w].reshape(h, w)[:] = y
+    packed[h * w:h * w * 5 // 4].reshape(h // 2, w // 2)[:] = u
+    packed[h * w * 5 // 4:].reshape(h // 2, w // 2)[:] = v
+    return cv2.cvtColor(packed.reshape(h * 3 // 2, w), cv2.COLOR_YUV2RGB_I420)
+
+
+def lores_size_for(main: tuple[int, int], detect_width: int) -> tuple[int, int]:
+    """A low-res stream as wide as the detector's input, with the main stream's aspect ratio (even sides,
+    never larger than the main stream): the detector then reads it as is, without a resize."""
+    mw, mh = (int(v) for v in main)
+    w = min(mw, max(32, int(detect_width))) & ~1
+    h = max(2, int(round(w * mh / mw))) & ~1
+    return w, h
+
+
+def stream_array(request: Any, name: str, mapped_array: Callable[..., Any] | None,
+                 convert: Callable[[np.ndarray, dict], np.ndarray]) -> np.ndarray:
+    """One stream of a completed request as RGB: read in place through picamera2's MappedArray where it
+    exists (no copy of the camera buffer before `convert`), else through request.make_array (a copy)."""
+    config = request.config[name]
+    if mapped_array is not None:
+        # reshape=False: the raw bytes; the adaptor applies the stride itself (MappedArray's own
+        # reshape keeps YUV420 chroma rows at the luma stride, the bug this module avoids).
+        try:
+            mapped = mapped_array(request, name, reshape=False, write=False)
+        except TypeError:  # picamera2 before 0.3.18 has no `write` argument (it maps read-write)
+            mapped = mapped_array(request, name, reshape=False)
+        with mapped as m:
+            return convert(np.asarray(m.array), config)
+    return convert(np.asarray(request.make_array(name)), config)
+
+
+def _xrgb_from(array: np.ndarray, config: dict) -> np.ndarray:
+    fmt = str(config.get("format", "XRGB8888"))
+    if fmt != "XRGB8888":
+        raise SourceError(f"picamera2 stream format {fmt} is not XRGB8888 (bytes B,G,R,X); configure XRGB8888")
+    size = tuple(config["size"])
+    if array.ndim == 3:  # make_array's HxWx4, already cropped to the width
+        return xrgb8888_to_rgb(array)
+    return xrgb8888_to_rgb(xrgb8888_view(array, size, int(config.get("stride") or 4 * size[0])))
+
+
+def _lores_from(array: np.ndarray, config: dict) -> np.ndarray:
+    fmt = str(config.get("format", "YUV420"))
+    size = tuple(config["size"])
+    if fmt == "XRGB8888":
+        return _xrgb_from(array, config)
+    if fmt != "YUV420":
+        raise SourceError(f"picamera2 lores format {fmt} is not supported; use YUV420 (the Pi 4 ISP's only one)")
+    stride = int(config.get("stride") or (array.shape[1] if array.ndim == 2 else size[0]))
+    return yuv420_to_rgb(array, size, stride)
 
 
 @SOURCES.register("picamera2", "picam", "libcamera")
 class Picamera2Source:
     """Raspberry Pi camera through picamera2: an XRGB8888 main stream plus a low-res stream for detection.
 
-    `factory` builds the camera object (default `picamera2.Picamera2`); tests inject a fake.
+    Each stream is read through picamera2's MappedArray, in place, with its own stride and format
+    taken from the request's configuration (libcamera pads rows; XRGB8888 is B,G,R,X in memory;
+    YUV420's chroma planes have half the luma stride). `lores_size="auto"` sizes the low-res stream
+    for the detector (`detect_width` wide, the main stream's aspect ratio).
+    `factory` builds the camera object (default `picamera2.Picamera2`) and `mapped_array` maps a
+    request's buffer (default `picamera2.MappedArray`); tests inject fakes of both.
     """
 
     finite = False
     live = True
 
-    def __init__(self, size: tuple[int, int] = (640, 480), lores_size: tuple[int, int] | None = (320, 240),
-                 framerate: float | None = 30.0, camera_num: int = 0,
-                 factory: Callable[..., Any] | None = None):
-        self.size, self.lores_size, self.framerate = tuple(size), (tuple(lores_size) if lores_size else None), framerate
+    def __init__(self, size: tuple[int, int] = (640, 480), lores_size: tuple[int, int] | str | None = "auto",
+                 framerate: float | None = 30.0, camera_num: int = 0, detect_width: int = 320,
+                 factory: Callable[..., Any] | None = None, mapped_array: Callable[..., Any] | None = None):
+        self.size = tuple(size)
+        if lores_size == "auto":
+            lores_size = lores_size_for(self.size, detect_width)
+        self.lores_size = tuple(lores_size) if lores_size else None
+        self.framerate = framerate
         self.camera_num = camera_num
         self.name = f"picamera2:{camera_num}"
         self.position = 0
         self._factory = factory
+        self._mapped_array = mapped_array
         self._cam = None
 
     def open(self, resume: int = 0) -> None:
         factory = self._factory
         if factory is None:
             try:
-                from picamera2 import Picamera2
+                from picamera2 import MappedArray, Picamera2
             except ImportError as exc:
                 raise ConfigError(
                     f"source 'picamera2' needs the picamera2 package ({exc}). On Raspberry Pi OS: "
@@ -137,6 +231,7 @@ class Picamera2Source:
                     "(device/install.sh does both). Elsewhere use a V4L2 camera: --source 0"
                 ) from exc
             factory = Picamera2
+            self._mapped_array = self._mapped_array or MappedArray
         try:
             cam = factory(self.camera_num)
             streams: dict[str, Any] = {"main": {"size": self.size, "format": "XRGB8888"}}
@@ -163,13 +258,10 @@ class Picamera2Source:
         except Exception as exc:
             raise SourceError(f"picamera2 capture failed: {exc}") from exc
         try:
-            main = xrgb8888_to_rgb(request.make_array("main"))
-            lores = None
-            if self.lores_size:
-                raw = request.make_array("lores")
-                lores = xrgb8888_to_rgb(raw) if raw.ndim == 3 else yuv420_to_rgb(raw, self.lores_size)
+            main = stream_array(request, "main", self._mapped_array, _xrgb_from)
+            lores = stream_array(request, "lores", self._mapped_array, _lores_from) if self.lores_size else None
         finally:
-            request.release()
+            request.release()  # the buffers go back to libcamera; main and lores are our own copies
         pos = self.position
         self.position += 1
         return Frame(index=-1, image=main, timestamp=time.time(), position=pos, detect_image=lores,
