@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The arm64 smoke test: the device side on an emulated 64-bit Raspberry Pi, compared with the host.
 #
-#   sudo device/arm64_smoke.sh [--wheel dist/fer_edge-*.whl] [--keep]
+#   sudo device/arm64_smoke.sh [--wheel dist/fer_edge-*.whl] [--keep] [--prepare]
 #
 # On this x86 host, under qemu-user (Cortex-A72), in a Debian bookworm arm64 root (Python 3.11, as on
 # 64-bit Raspberry Pi OS Bookworm):
@@ -28,10 +28,12 @@ if [ -z "$PY" ]; then
 fi
 WHEEL=""
 KEEP=0
+PREPARE=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --wheel) WHEEL="$(cd "$(dirname "${2:?--wheel needs a file}")" && pwd)/$(basename "$2")"; shift 2 ;;
     --keep) KEEP=1; shift ;;
+    --prepare) PREPARE=1; shift ;;   # only the host tools and the cached root (no venv needed): CI starts it first
     -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "arm64_smoke.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -47,9 +49,6 @@ step() { printf '==> [%4ss] %s\n' "$((SECONDS - T0))" "$*"; }
 [ "$(uname -s)" = Linux ] || skip "needs Linux (binfmt_misc, chroot)"
 host_arch="$(uname -m)"
 [ -f "$REPO/pyproject.toml" ] || fail "$REPO is not a fer-edge checkout"
-export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"   # the host runs this checkout's code
-"$PY" -c "import fer_edge, skimage, build" 2>/dev/null \
-  || fail "$PY lacks fer-edge with its test extra (skimage, build): run ./setup.sh or set PYTHON="
 need=()
 command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
 if [ "$host_arch" != aarch64 ]; then
@@ -75,6 +74,30 @@ if [ "$host_arch" != aarch64 ]; then
   grep -qs 'flags:.*F' /proc/sys/fs/binfmt_misc/qemu-aarch64 \
     || skip "the qemu-aarch64 binfmt handler lacks the F flag (qemu-user-static from Debian 12+ sets it)"
 fi
+
+# --- the arm64 root: built once by mmdebstrap, cached as a tarball -----------------------------------
+cached_root() {
+  key="$(printf '%s %s %s v1' "$SUITE" arm64 "$INCLUDE" | sha256sum | cut -c1-12)"
+  TARBALL="$CACHE/$SUITE-arm64-$key.tar"
+  mkdir -p "$CACHE/wheels"
+  if [ ! -f "$TARBALL" ]; then
+    step "mmdebstrap $SUITE arm64 (once; cached as $TARBALL)"
+    # --skip=cleanup/apt/lists keeps the package lists, so install.sh's apt-get finds its packages
+    mmdebstrap --quiet --arch=arm64 --variant=apt --include="$INCLUDE" --skip=cleanup/apt/lists \
+      --format=tar "$SUITE" "$TARBALL.tmp" ${FER_EDGE_ARM64_MIRROR:+"$FER_EDGE_ARM64_MIRROR"} \
+      || { rm -f "$TARBALL.tmp"; fail "mmdebstrap could not build the $SUITE arm64 root"; }
+    mv "$TARBALL.tmp" "$TARBALL"
+  fi
+}
+
+if [ "$PREPARE" -eq 1 ]; then
+  cached_root
+  step "root cached: $TARBALL"
+  exit 0
+fi
+export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"   # the host runs this checkout's code
+"$PY" -c "import fer_edge, skimage, build" 2>/dev/null \
+  || fail "$PY lacks fer-edge with its test extra (skimage, build): run ./setup.sh or set PYTHON="
 
 WORK="$(mktemp -d /var/tmp/fer-edge-arm64.XXXXXX)"
 ROOT="$WORK/root"
@@ -113,18 +136,7 @@ host_run() {  # the service's command, with the same overrides the board gets
 host_run "$WORK/data/frames" "$WORK/host_frames.jsonl"
 host_run "$WORK/data/face.avi" "$WORK/host_video.jsonl"
 
-# --- the arm64 root: cached tarball, fresh copy per run ------------------------------------------
-key="$(printf '%s %s %s v1' "$SUITE" arm64 "$INCLUDE" | sha256sum | cut -c1-12)"
-TARBALL="$CACHE/$SUITE-arm64-$key.tar"
-mkdir -p "$CACHE/wheels"
-if [ ! -f "$TARBALL" ]; then
-  step "mmdebstrap $SUITE arm64 (once; cached as $TARBALL)"
-  # --skip=cleanup/apt/lists keeps the package lists, so install.sh's apt-get finds its packages
-  mmdebstrap --quiet --arch=arm64 --variant=apt --include="$INCLUDE" --skip=cleanup/apt/lists \
-    --format=tar "$SUITE" "$TARBALL.tmp" ${FER_EDGE_ARM64_MIRROR:+"$FER_EDGE_ARM64_MIRROR"} \
-    || { rm -f "$TARBALL.tmp"; fail "mmdebstrap could not build the $SUITE arm64 root"; }
-  mv "$TARBALL.tmp" "$TARBALL"
-fi
+cached_root
 step "unpack the root"
 mkdir -p "$ROOT"
 tar -xf "$TARBALL" -C "$ROOT"
