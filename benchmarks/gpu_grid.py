@@ -125,7 +125,7 @@ def train_one(recipe: str, lr: float, deadline: float, limit: int = 0) -> None:
 
     from fer_edge.convert import backbones as bb
     from fer_edge.convert.api import ConvertConfig, classifier_builder, train_config
-    from fer_edge.convert.train import LrRun, _lr_tag, class_weights, predict_probs, train_lr
+    from fer_edge.convert.train import LrRun, _lr_tag, predict_probs, sample_weights, train_lr
     from fer_edge.metrics import score
     from fer_edge.preprocess import PreprocessSpec
 
@@ -143,9 +143,7 @@ def train_one(recipe: str, lr: float, deadline: float, limit: int = 0) -> None:
             "x_val": _resize(arrays["x_val"], size), "y_val": arrays["y_val"]}
     tcfg = train_config(cfg)
     preprocess = PreprocessSpec(input_size=size, color=cfg.color)
-    cw = None
-    if cfg.class_weights:
-        cw = {i: float(v) for i, v in enumerate(class_weights(data["y_train"], len(labels)))}
+    sw = sample_weights(data["y_train"], len(labels), tcfg.weighting)
     work = ROOT / cfg.out / "checkpoints"
     ckpt = work / _lr_tag(lr)
 
@@ -162,7 +160,7 @@ def train_one(recipe: str, lr: float, deadline: float, limit: int = 0) -> None:
 
     note = ""
     try:
-        train_lr(build, lr, data, labels, tcfg, ckpt, cw, contextlib.nullcontext, on_epoch=on_epoch, resume=True)
+        train_lr(build, lr, data, labels, tcfg, ckpt, sw, contextlib.nullcontext, on_epoch=on_epoch, resume=True)
     except Deadline as exc:
         note = str(exc)
     state_path = ckpt / "state.json"

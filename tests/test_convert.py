@@ -86,14 +86,16 @@ def test_fp32_matches_keras_on_a_trained_model(converted, val_arrays):
     np.testing.assert_allclose(got, ref, atol=1e-4)
 
 
-def test_int8_is_integer_end_to_end(converted):
+def test_int8_is_integer_in_its_body_with_a_float_head(converted):
+    """The default int8 export: int8 pixels in, every convolution int8, only the dense head and softmax float."""
     from fer_edge.convert.export import inspect_tflite
     from fer_edge.metadata import strip
 
     info = inspect_tflite(strip((converted["out"] / "model_int8.tflite").read_bytes()))
-    assert info["input_dtype"] == "uint8" and info["output_dtype"] == "uint8"
-    assert info["weight_dtypes"] == ["int8"]
-    assert info["float_tensors"] == 0
+    assert info["input_dtype"] == "int8" and info["output_dtype"] == "float32"
+    assert info["conv_weight_dtypes"] == ["int8"] and info["float_ops_outside_head"] == []
+    assert info["weight_dtypes"] == ["float32", "int8"]             # the head's dense weights stay float
+    assert info["ops"].get("FULLY_CONNECTED") == 1 and info["ops"].get("SOFTMAX") == 1
     assert not any(op.startswith("Flex") for op in info["ops"])
 
 
@@ -128,7 +130,7 @@ def test_metadata_round_trips_and_metrics_are_real(converted, val_arrays):
         assert meta.metrics["val"]["accuracy"] == pytest.approx(score(y, probs, LABELS).accuracy)
         assert meta.metrics["val"]["agreement"] is not None
     meta = read_metadata(out / "model_int8.tflite")
-    assert meta.input_dtype == "uint8" and meta.calibration is not None
+    assert meta.input_dtype == "int8" and meta.output_dtype == "float32" and meta.calibration is not None
     assert meta.calibration.n_images == 60 and sum(meta.calibration.per_class.values()) == 60
     assert max(meta.calibration.per_class.values()) - min(meta.calibration.per_class.values()) <= 1
     assert read_metadata(out / "model_fp32.tflite").calibration is None
@@ -231,7 +233,8 @@ def test_model_file_converts_without_training(tiny_tflite, tmp_path):
 
     data = write_region_tree(tmp_path / "faces", n=120, seed=3)
     res = convert(ConvertConfig(model=str(tiny_tflite["keras"]), data=str(data), out=tmp_path / "o",
-                                labels=LABELS, input_range="0,255", variants=["fp32", "int8"], calib_images=40))
+                                labels=LABELS, input_range="0,255", variants=["fp32", "int8"], calib_images=40,
+                                int8_output="uint8"))
     assert res.runs == [] and res.best_lr is None
     assert not (tmp_path / "o" / "checkpoints").exists()
     x, y = region_images(40, SIZE, seed=9)

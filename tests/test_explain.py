@@ -47,7 +47,9 @@ def top_left_models(tmp_path_factory) -> dict[str, Path]:
             conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
             conv.inference_input_type = tf.uint8
             conv.inference_output_type = tf.uint8
-        meta = ModelMetadata(labels=["happy", "sad"], preprocess=spec, variant=variant, backbone="top_left")
+        meta = ModelMetadata(labels=["happy", "sad"], preprocess=spec, variant=variant, backbone="top_left",
+                             input_dtype="uint8" if variant == "int8" else "float32",
+                             output_dtype="uint8" if variant == "int8" else "float32")
         paths[variant] = write_tflite(out / f"model_{variant}.tflite", conv.convert(), meta)
     return paths
 

@@ -2,7 +2,7 @@
 
 Every case runs `fer-edge` (the venv's console script, as a user would) in a child process with an
 address-space limit (RLIMIT_AS) and a wall-clock bound, and asserts: the exit code, a one-line
-message without a traceback, the child's peak memory (ru_maxrss from wait4) and, where output is
+message without a traceback, the child's peak memory (its VmHWM, see _peak_poller) and, where output is
 valid, that it is complete. Bounds on time are generous: the machine running this may be loaded.
 """
 
@@ -78,16 +78,40 @@ def cli_start(args, tmp: Path, *, as_mb: int = DEVICE_AS_MB, stdin=subprocess.DE
     return proc, out_p, err_p
 
 
+def _peak_poller(pid: int, peak: list[int], stop: threading.Event) -> None:
+    """The child's own high-water RSS (VmHWM of its post-exec memory map), read until it exits.
+
+    Not ru_maxrss from wait4: Linux folds the RSS the child had at fork - a copy of this pytest process,
+    1.7 GB once TensorFlow is loaded by an earlier test - into ru_maxrss at exec, so it measures the
+    parent. VmHWM belongs to the exec'd image alone and only grows, so the last reading is the peak
+    up to a few milliseconds before exit.
+    """
+    status = Path(f"/proc/{pid}/status")
+    while not stop.is_set():
+        try:
+            for ln in status.read_text().splitlines():
+                if ln.startswith("VmHWM:"):
+                    peak[0] = max(peak[0], int(ln.split()[1]))
+        except OSError:
+            return
+        stop.wait(0.005)
+
+
 def cli_wait(proc: subprocess.Popen, out_p: Path, err_p: Path, timeout: float, t0: float) -> Done:
     timer = threading.Timer(timeout, lambda: os.killpg(proc.pid, signal.SIGKILL))
     timer.start()
+    peak, stop = [0], threading.Event()
+    poller = threading.Thread(target=_peak_poller, args=(proc.pid, peak, stop), daemon=True)
+    poller.start()
     try:
-        _, status, usage = os.wait4(proc.pid, 0)
+        _, status, _usage = os.wait4(proc.pid, 0)
     finally:
         timer.cancel()
+        stop.set()
+        poller.join(1)
     proc.returncode = os.waitstatus_to_exitcode(status)
     read = lambda p: p.read_bytes().decode("utf-8", "replace") if p.exists() else ""  # noqa: E731
-    done = Done(proc.returncode, read(out_p), read(err_p), usage.ru_maxrss / 1024, time.monotonic() - t0)
+    done = Done(proc.returncode, read(out_p), read(err_p), peak[0] / 1024, time.monotonic() - t0)
     assert done.rc != -signal.SIGKILL, f"killed after {timeout} s (hang?):\n{done.err[-2000:]}"
     return done
 
