@@ -90,12 +90,19 @@ def evaluate(model_path: str | Path, images: Sequence[np.ndarray], y: np.ndarray
     from fer_edge.interpreter import TFLiteModel
     from fer_edge.labels import canonical_label
 
+    from fer_edge.tta import with_tta
+
     model = TFLiteModel(model_path, threads=threads)
+    one = with_tta(model.predict_one, model.metadata.tta)   # as the board runs it (fer_edge.runtime.classifier)
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        return np.stack([one(x) for x in batch]) if len(batch) else np.zeros((0, len(model.labels)), np.float32)
+
     base = model.metadata.preprocess
     order = [list(map(canonical_label, model.labels)).index(canonical_label(lab)) for lab in labels]
     n = len(images)
     crops = np.stack([to_model_input(img, base) for img in images]) if n else np.zeros((0, *base.shape), np.uint8)
-    plain = model.predict(crops)[:, order]
+    plain = predict(crops)[:, order]
     acc, mr, rec = score_with_misses(y, plain, np.ones(n, bool), labels)
     out = [PathScore(None, acc, mr, 1.0, rec)]
     found = np.zeros(n, bool)
@@ -113,7 +120,7 @@ def evaluate(model_path: str | Path, images: Sequence[np.ndarray], y: np.ndarray
     for g in geometries:
         probs = np.zeros((n, len(labels)), np.float32)
         if found.any():
-            probs[found] = model.predict(per_geom[g][found])[:, order]
+            probs[found] = predict(per_geom[g][found])[:, order]
         acc, mr, rec = score_with_misses(y, probs, found, labels)
         out.append(PathScore(g, acc, mr, float(found.mean()) if n else 0.0, rec))
     return out
