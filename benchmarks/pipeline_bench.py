@@ -154,7 +154,7 @@ def stages_alone(video: Path, frames, model: Path, threads: int, tmp: Path) -> d
     """Each stage timed on its own, over the same frames (one warm-up pass per stage first)."""
     from fer_edge.preprocess import crop_face
     from fer_edge.runtime.classifier import Classifier
-    from fer_edge.runtime.detectors import create_detector
+    from fer_edge.detectors import create_detector
     from fer_edge.runtime.metrics import Metrics
     from fer_edge.runtime.sinks import create_sinks
     from fer_edge.runtime.sources import VideoSource

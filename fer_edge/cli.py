@@ -27,7 +27,7 @@ app = typer.Typer(
 
 # One module per side; each exposes register(app).
 COMMAND_MODULES = ("fer_edge.convert.cli", "fer_edge.data.cli", "fer_edge.bench.cli", "fer_edge.runtime.cli",
-                   "fer_edge.recipes")
+                   "fer_edge.recipes.cli")
 
 for _name in COMMAND_MODULES:
     importlib.import_module(_name).register(app)

@@ -13,7 +13,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 # CI replays the same hypothesis examples every run (a red build must be reproducible); local runs
 # keep exploring new ones.
-from hypothesis import settings as _hyp_settings  # noqa: E402
+from hypothesis import settings as _hyp_settings
 
 _hyp_settings.register_profile("ci", derandomize=True, print_blob=True)
 _hyp_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))

@@ -42,7 +42,7 @@ CASES = {
 
 def frame() -> np.ndarray:
     """The committed frame, RGB uint8 (PNG decodes identically everywhere; JPEG would not)."""
-    from fer_edge.data.images import decode_image
+    from fer_edge.images import decode_image
 
     img = decode_image(FRAME, key=FRAME.name)
     assert img.shape == (240, 320, 3), img.shape
@@ -58,7 +58,7 @@ def compute(img: np.ndarray) -> dict[str, str]:
     """Every golden case's sha256 on this machine."""
     from fer_edge.preprocess import PreprocessSpec, resize_exact
     from fer_edge.runtime.crop import crop_for_model
-    from fer_edge.runtime.detectors import _downscale
+    from fer_edge.detectors import _downscale
 
     out = {"frame": sha(img)}
     for name, (box, spec, eyes) in CASES.items():

@@ -23,7 +23,11 @@ MODEL = ROOT / "benchmarks" / "models" / "fer2013_best_int8.tflite"
 
 
 def inputs(n: int = 6) -> np.ndarray:
-    return np.random.default_rng(0).integers(0, 256, (n, 96, 96, 1), dtype=np.uint8)
+    """Random crops of the committed model's own input shape (read from its metadata, not assumed)."""
+    from fer_edge.metadata import read_metadata
+
+    shape = read_metadata(MODEL).preprocess.shape
+    return np.random.default_rng(0).integers(0, 256, (n, *shape), dtype=np.uint8)
 
 
 def test_gpu_falls_back_to_the_cpu_with_one_line_saying_why():
@@ -54,6 +58,7 @@ def test_compiled_model_path_matches_the_interpreter():
     runner = CompiledRunner(MODEL, "cpu", threads=1)
     model = TFLiteModel(MODEL, threads=1)
     for x in inputs():
+        x = model._quantize_input(x)                 # the pixels in the model's input dtype (int8 for a float head)
         model._interp.set_tensor(model._in["index"], x[None])
         model._interp.invoke()
         want = model._interp.get_tensor(model._out["index"])

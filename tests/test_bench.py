@@ -15,7 +15,7 @@ import pytest
 
 from conftest import region_images
 from fer_edge.bench.core import plan_threads
-from fer_edge.bench.kernels import analyse_ops
+from fer_edge.ops import analyse_ops
 from fer_edge.bench.plots import pareto_front
 from fer_edge.bench.timing import measure
 from fer_edge.metadata import read_metadata, strip, write_tflite

@@ -113,7 +113,6 @@ def test_dynamic_and_fp16_weights(converted):
 
 
 def test_metadata_round_trips_and_metrics_are_real(converted, val_arrays):
-    from fer_edge.convert.export import calibration_set
     from fer_edge.interpreter import TFLiteModel
     from fer_edge.metadata import read_metadata
     from fer_edge.metrics import score

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import os
 import time
-import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fer_edge.data.images import BadImageError, decode_image
+from fer_edge.images import BadImageError, decode_image
 from fer_edge.data.load import class_counts, load_arrays
 from fer_edge.data.readers import open_dataset
 from fer_edge.data.splits import make_splits, report_split, subject_kfold

@@ -157,7 +157,7 @@ def test_grad_cam_reaches_into_a_nested_backbone():
     outer_in = keras.Input((SIZE, SIZE, 1))
     model = keras.Model(outer_in, backbone(keras.layers.Rescaling(1 / 255.0, name="scale")(outer_in)))
     chain = LayerChain(model, np.zeros((SIZE, SIZE, 1), np.uint8) + 7)
-    assert chain.layer_name == "c2" and [l.name for l in chain.layers][:2] == ["scale", "c1"]
+    assert chain.layer_name == "c2" and [lay.name for lay in chain.layers][:2] == ["scale", "c1"]
 
 
 def test_explain_writes_a_grid_per_image(explain_inputs, tmp_path):

@@ -215,7 +215,7 @@ def test_scratch_recipe_trains_and_records_itself(face_runs):
 
 
 def test_float_head_int8_runs_entirely_in_xnnpack_and_matches_float(face_runs):
-    from fer_edge.bench.kernels import analyse_tflite
+    from fer_edge.ops import analyse_tflite
     from fer_edge.convert.export import inspect_tflite
     from fer_edge.data.load import load_arrays
     from fer_edge.data.readers import open_dataset

@@ -171,7 +171,7 @@ def test_bundle_splits_into_parts_and_unpack_restores_them(two_rates, tmp_path, 
         assert not list(ck.rglob("*.f16.h5"))
         with h5py.File(restored) as f:
             dtypes = set()
-            f.visititems(lambda n, o: dtypes.add(o.dtype) if isinstance(o, h5py.Dataset) else None)
+            f.visititems(lambda n, o, seen=dtypes: seen.add(o.dtype) if isinstance(o, h5py.Dataset) else None)
         assert np.dtype(np.float16) not in dtypes
         assert not (ck / _lr_tag(next(lr for lr in cfg.lrs if lr != res.best_lr)) / "best.weights.h5").exists()
 

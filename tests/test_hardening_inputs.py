@@ -69,7 +69,7 @@ def test_huge_images_are_refused_from_the_header_without_decoding(tmp_path):
     """A 10000x10000 image costs no memory: the size is read from its header, before any decoding."""
     import tracemalloc
 
-    from fer_edge.data.images import BadImageError, decode_image
+    from fer_edge.images import BadImageError, decode_image
 
     cases = {c.name: c for c in write_bad_images(tmp_path)}
     for name in ("huge.png", "huge_header.jpg"):

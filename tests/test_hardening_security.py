@@ -38,7 +38,7 @@ def _get(url: str) -> tuple[int, bytes]:
         return e.code, e.read()
 
 
-def test_default_config_writes_and_serves_no_frame(tmp_path, face_video, tiny_tflite):  # noqa: F811
+def test_default_config_writes_and_serves_no_frame(tmp_path, face_video, tiny_tflite):
     """The daemon with its defaults plus a file and an HTTP output, run in a private cwd/HOME/TMPDIR:
     afterwards not one image file exists anywhere it could write, the preview endpoints are 404,
     and no result carries pixels."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +12,7 @@ from test_runtime_support import FACE, astronaut
 
 
 def test_a_missed_face_is_a_wrong_answer():
-    from fer_edge.runtime.photo_path import score_with_misses
+    from fer_edge.bench.photo_path import score_with_misses
 
     y = np.array([0, 0, 1, 1])
     probs = np.array([[0.9, 0.1], [0.9, 0.1], [0.2, 0.8], [0.2, 0.8]], np.float32)
@@ -24,7 +23,7 @@ def test_a_missed_face_is_a_wrong_answer():
 
 
 def test_padded_frame_puts_the_upscaled_face_in_the_middle():
-    from fer_edge.runtime.photo_path import padded_frame
+    from fer_edge.bench.photo_path import padded_frame
 
     face = (np.arange(48 * 48) % 251).reshape(48, 48).astype(np.uint8)
     f = padded_frame(face, pad=1.0, scale=1.0)
@@ -45,7 +44,7 @@ class BoxDetector:
         self.calls = 0
 
     def detect(self, frame, detect_image=None):
-        from fer_edge.runtime.detectors import Detection
+        from fer_edge.detectors import Detection
 
         self.calls += 1
         return [Detection(self.box, 0.99)] if self.calls % 2 == 1 else []
@@ -55,7 +54,7 @@ def test_detector_path_at_the_true_box_matches_the_crop_path_on_found_faces(tiny
     from conftest import region_images
 
     from fer_edge.interpreter import TFLiteModel
-    from fer_edge.runtime.photo_path import Geometry, evaluate
+    from fer_edge.bench.photo_path import Geometry, evaluate
 
     x, y = region_images(40, seed=9)
     labels = ["angry", "happy", "sad"]

@@ -140,7 +140,8 @@ NO_TF = """
 import sys
 from fer_edge.runtime.config import load_config
 from fer_edge.runtime.daemon import Daemon
-from fer_edge.runtime import capture, classifier, crop, detectors, doctor, pipeline, sdnotify, sources, tracker
+from fer_edge import detectors
+from fer_edge.runtime import capture, classifier, crop, doctor, pipeline, sdnotify, sources, tracker
 from fer_edge.runtime.sinks import SinkSet
 import fer_edge.runtime.cli
 

@@ -53,7 +53,7 @@ def test_no_inexact_resize_left_in_the_model_paths():
     from pathlib import Path
 
     root = Path(golden_crops.HERE).parent / "fer_edge"
-    for rel in ("preprocess.py", "runtime/detectors.py", "runtime/crop.py", "data/load.py", "runtime/sources.py"):
+    for rel in ("preprocess.py", "detectors.py", "runtime/crop.py", "data/load.py", "runtime/sources.py"):
         for line in (root / rel).read_text().splitlines():
             if re.search(r"cv2\.INTER_LINEAR(?!_EXACT)", line):
                 assert "warpAffine" in line, f"{rel}: {line.strip()}"

@@ -221,13 +221,13 @@ def test_table1_renders_rows_beside_the_paper(tmp_path):
     (recipes / "a.yaml").write_text("row: Row a\ndata: d\nmodel: mobilenet\n")
     assert t1.main(["--results", str(res), "--recipes", str(recipes)]) == 0
     md = (res / "table1.md").read_text()
-    lines = [l for l in md.splitlines() if l.startswith("| `")]
-    a = next(l for l in lines if l.startswith("| `a`"))
+    lines = [line for line in md.splitlines() if line.startswith("| `")]
+    a = next(line for line in lines if line.startswith("| `a`"))
     assert "61.00" in a and "60.50" in a and "1.23" in a and "300" in a and "60.91" in a and "| yes |" in a
     assert "0.0001 / 0.001, 0.0001" in a
-    b = next(l for l in lines if l.startswith("| `b`"))
+    b = next(line for line in lines if line.startswith("| `b`"))
     assert "55.50" in b and "| no |" in b
-    assert not any(l.startswith("| `junk`") for l in lines)
+    assert not any(line.startswith("| `junk`") for line in lines)
     # the paper's figures are marked as quoted, with their source, and unrun recipes are listed
     assert "quoted, not measured here" in md and "| 74.04 | best Inception | quoted | `c` |" in md
     assert "| `c` | Row c | `fer-edge recipe converters/c.yaml` | hours A CPU-budget version of this row is in " \

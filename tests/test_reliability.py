@@ -189,7 +189,7 @@ def odd_models(tmp_path_factory, tiny_tflite) -> dict[str, Path]:
     import keras
     import tensorflow as tf
 
-    from fer_edge.metadata import ModelMetadata, read_metadata, strip, write_tflite
+    from fer_edge.metadata import read_metadata, strip, write_tflite
 
     out = tmp_path_factory.mktemp("odd_models")
     base = tiny_tflite["fp32"].read_bytes()
@@ -707,7 +707,7 @@ def test_bench_warns_on_a_class_that_int8_loses_without_the_gate(tmp_path, tiny_
 
 
 def test_doctor_reports_the_op_split_the_bench_measures(tmp_path, tiny_tflite):
-    from fer_edge.bench.kernels import analyse_tflite
+    from fer_edge.ops import analyse_tflite
 
     done = cli(["doctor", "--json", "--model", tiny_tflite["int8"], "--threads", "1"], tmp_path, timeout=90)
     checks = {c["name"]: c for c in json.loads(done.out)}

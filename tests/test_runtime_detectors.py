@@ -9,7 +9,7 @@ import pytest
 from fer_edge.errors import ModelError, UnknownNameError
 from fer_edge.preprocess import PreprocessSpec, crop_face
 from fer_edge.runtime.crop import alignment_matrix, crop_for_model, eye_angle
-from fer_edge.runtime.detectors import DETECTORS, create_detector, iou_matrix, ssd_anchors, weighted_nms
+from fer_edge.detectors import DETECTORS, create_detector, iou_matrix, ssd_anchors, weighted_nms
 from test_runtime_support import FACE, astronaut, face_frame, iou
 
 EYES = ((203.6, 101.2), (245.2, 101.4))   # YuNet's eyes on the 512x512 astronaut (image-left first)

@@ -88,7 +88,7 @@ def register(app: typer.Typer) -> None:
         console = Console()
         source = None if data.lower() in ("synthetic", "demo") else data
         if device_path:
-            from fer_edge.runtime.photo_path import run_photo_path
+            from fer_edge.bench.photo_path import run_photo_path
 
             if len(models) != 1 or models[0].suffix != ".tflite":
                 raise ConfigError("--device-path scores one .tflite model; give exactly one")

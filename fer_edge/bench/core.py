@@ -6,6 +6,7 @@ TensorFlow is imported only when a .keras model is among the variants.
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import time
@@ -21,6 +22,7 @@ from fer_edge.bench.result import BenchResult, Speed, VariantResult
 from fer_edge.bench.verdict import apply_gate, flag_slower_than_fp32, recommend
 from fer_edge.errors import ConfigError, FerEdgeError
 from fer_edge.interpreter import default_threads
+from fer_edge.machine import cpu_name
 from fer_edge.metrics import score
 
 
@@ -41,21 +43,6 @@ def plan_threads(threads: Iterable[int], cores: int | None = None) -> tuple[list
         keep = [cores]
         warnings.append(f"measuring at {cores} thread(s) instead")
     return keep, warnings
-
-
-def cpu_name() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        fields: dict[str, str] = {}
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, val = line.partition(":")
-            fields.setdefault(key.strip().lower(), val.strip())
-        # x86: "model name"; Raspberry Pi: "Model" (the board) beats "Hardware" (the SoC)
-        cpu = fields.get("model name") or (fields.get("model") if not fields.get("model", "").isdigit() else None) \
-            or fields.get("hardware") or cpu
-    except OSError:
-        pass
-    return cpu
 
 
 def machine_info() -> dict:
@@ -93,7 +80,7 @@ def _aligned(ref_probs: np.ndarray, ref_labels: list[str], labels: list[str]) ->
     if ref_labels == labels:
         return ref_probs
     if sorted(ref_labels) == sorted(labels):
-        return ref_probs[:, [ref_labels.index(l) for l in labels]]
+        return ref_probs[:, [ref_labels.index(lab) for lab in labels]]
     return None
 
 
@@ -121,10 +108,10 @@ def _measure_speed(ref: ModelRef, row: VariantResult, image: np.ndarray, threads
             runner = open_runner(ref.kind, ref.path, ref.metadata, t, ref.tta, accelerator)
             runner.predict_one(image)
             cold = time.perf_counter() - t0
-            lat = measure(lambda: runner.predict_one(image), warmup, runs, max_seconds)
+            lat = measure(functools.partial(runner.predict_one, image), warmup, runs, max_seconds)
             kernels = None
             if ref.kind == "tflite":
-                from fer_edge.bench.kernels import analyse_tflite
+                from fer_edge.ops import analyse_tflite
 
                 kernels = analyse_tflite(str(ref.path), t).as_dict()
             row.speed[t] = Speed.from_probe(t, {"latency": lat.as_dict(), "cold_start_ms": cold * 1000,

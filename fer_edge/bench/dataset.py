@@ -53,7 +53,7 @@ def limit_samples(samples: list[Sample], limit: int | None, seed: int = 0) -> li
 
 def label_targets(y: np.ndarray, data_labels: list[str], model_labels: list[str], model: str) -> np.ndarray:
     """Data label indices -> the model's label indices. A class the model does not know is an error."""
-    index = {canonical_label(l): i for i, l in enumerate(model_labels)}
+    index = {canonical_label(lab): i for i, lab in enumerate(model_labels)}
     present = sorted(set(int(v) for v in np.unique(y)))
     missing = [data_labels[i] for i in present if canonical_label(data_labels[i]) not in index]
     if missing:
@@ -62,7 +62,7 @@ def label_targets(y: np.ndarray, data_labels: list[str], model_labels: list[str]
             f"data class {counts} is not among the labels of {model} ({', '.join(model_labels)}): the model "
             "cannot be scored on it. Benchmark on data with the model's classes only (remove that class "
             "folder), or convert a model that includes it")
-    lut = np.array([index.get(canonical_label(l), -1) for l in data_labels], np.int64)
+    lut = np.array([index.get(canonical_label(lab), -1) for lab in data_labels], np.int64)
     return lut[y]
 
 

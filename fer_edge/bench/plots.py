@@ -61,7 +61,7 @@ def recall_png(result: BenchResult, path: Path, plt) -> Path | None:
     fig, ax = plt.subplots(figsize=(min(14.0, max(6.0, len(labels) * (0.4 + 0.15 * len(ok)))), 4))
     x = np.arange(len(labels))
     for i, v in enumerate(ok):
-        vals = [np.nan if v.scores.recall.get(l) is None else v.scores.recall[l] * 100 for l in labels]
+        vals = [np.nan if v.scores.recall.get(lab) is None else v.scores.recall[lab] * 100 for lab in labels]
         ax.bar(x + (i - (len(ok) - 1) / 2) * width, vals, width,
                label=v.name + (" (reference)" if v.is_reference else ""),
                hatch="//" if v.is_reference else None, edgecolor="black", linewidth=0.4)

@@ -77,7 +77,7 @@ def probe(kind: str, model: str, metadata_json: str, threads: int, input_npy: st
         "tensorflow_imported": "tensorflow" in sys.modules,
     }
     if kind == "tflite":
-        from fer_edge.bench.kernels import analyse_tflite
+        from fer_edge.ops import analyse_tflite
 
         out["kernels"] = analyse_tflite(model, threads).as_dict()
     return out

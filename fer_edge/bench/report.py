@@ -81,7 +81,7 @@ def to_csv(result: BenchResult) -> str:
              "agreement", "mean_abs_prob_diff", "accuracy_drop_pp", "clean_accuracy", "clean_mean_recall",
              "threads", *CSV_SPEED,
              "xnnpack_ops", "int8_ops", "float_ops", "not_delegated"]
-            + [f"recall_{l}" for l in labels] + [f"precision_{l}" for l in labels] + ["error", "flags"])
+            + [f"recall_{lab}" for lab in labels] + [f"precision_{lab}" for lab in labels] + ["error", "flags"])
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(head)
@@ -94,8 +94,8 @@ def to_csv(result: BenchResult) -> str:
                 "" if _drop_pp(row, result, "accuracy") is None else _drop_pp(row, result, "accuracy"),
                 row.clean_scores.accuracy if row.clean_scores else "",
                 row.clean_scores.mean_recall if row.clean_scores else ""]
-        per_class = ([("" if not s or s.recall.get(l) is None else s.recall[l]) for l in labels]
-                     + [("" if not s or s.precision.get(l) is None else s.precision[l]) for l in labels])
+        per_class = ([("" if not s or s.recall.get(lab) is None else s.recall[lab]) for lab in labels]
+                     + [("" if not s or s.precision.get(lab) is None else s.precision[lab]) for lab in labels])
         speeds = [row.speed[t] for t in result.threads if t in row.speed] or [Speed(threads=0)]
         for sp in speeds:
             k = sp.kernels or {}

@@ -23,7 +23,7 @@ class Speed:
     peak_rss_mb: float | None = None
     rss_delta_mb: float | None = None      # over the same process with the runtime imported, no model
     engine: str | None = None
-    kernels: dict | None = None            # fer_edge.bench.kernels.KernelReport.as_dict() (TFLite only)
+    kernels: dict | None = None            # fer_edge.ops.KernelReport.as_dict() (TFLite only)
     isolated: bool = True                  # measured in a fresh process
     error: str | None = None
 

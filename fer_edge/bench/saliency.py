@@ -128,7 +128,7 @@ def _flatten(layer, x) -> list:
 
     if not isinstance(layer, keras.Model):
         return [layer]
-    inner = [l for l in layer.layers if not isinstance(l, L.InputLayer)]
+    inner = [lay for lay in layer.layers if not isinstance(lay, L.InputLayer)]
     try:
         steps, a = [], x
         for sub in inner:

@@ -14,6 +14,7 @@ interrupted or failed convert never leaves a half-written model where a good one
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import os
 import shutil
@@ -361,7 +362,7 @@ def export_all(inp: ExportInputs, out: Path, progress=None, log: Callable[[str],
             ctask = None
             if v == "int8" and inp.calib is not None and progress is not None:
                 ctask = progress.add_task("calibrate int8", total=len(inp.calib.x), stats="")
-                inp.calib.on_yield = lambda: progress.advance(ctask)
+                inp.calib.on_yield = functools.partial(progress.advance, ctask)  # bound now, not late
             try:
                 data, in_dt, out_dt = convert_variant(saved, v, inp.calib if v == "int8" else None,
                                                       inp.int8_output)
@@ -413,7 +414,7 @@ def export_all(inp: ExportInputs, out: Path, progress=None, log: Callable[[str],
         if failed:
             rejected = out / "rejected"
             rejected.mkdir(exist_ok=True)
-            for v, r in failed.items():
+            for r in failed.values():
                 for f in (staging / r.path.name, sidecar_path(staging / r.path.name)):
                     os.replace(f, rejected / f.name)
                 r.path = rejected / r.path.name

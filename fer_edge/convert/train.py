@@ -216,7 +216,7 @@ def training_machine() -> str:
     elif gpus:
         device = f"{len(gpus)} GPU(s)"
     if device is None:
-        from fer_edge.bench.core import cpu_name
+        from fer_edge.machine import cpu_name
 
         device = f"{cpu_name()} ({os.cpu_count()} cores)"
     return f"{device}, Keras {keras.__version__} / {backend}, {platform.node() or 'host'}"

@@ -9,7 +9,7 @@ No TensorFlow here; OpenCV is imported inside the functions that decode.
 """
 
 from fer_edge.data.audit import AuditReport, run_audit
-from fer_edge.data.images import BadImageError, decode_image
+from fer_edge.images import BadImageError, decode_image
 from fer_edge.data.load import class_counts, load_arrays, skipped_summary
 from fer_edge.data.readers import READERS, open_dataset
 from fer_edge.data.splits import make_splits, report_split, subject_kfold

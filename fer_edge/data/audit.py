@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from fer_edge.data.images import BadImageError, decode_bytes, read_bytes
+from fer_edge.images import BadImageError, decode_bytes, read_bytes
 from fer_edge.data.load import Progress, map_chunks
 from fer_edge.data.types import LabelledSet, Sample, Skipped
 
@@ -122,7 +122,7 @@ def _measure_chunk(chunk: Sequence[Sample], spec_size: int | None) -> list[_Meas
             out.append(_measure(s, spec_size))
         except BadImageError as exc:
             out.append(exc.reason)
-        except Exception as exc:  # noqa: BLE001 - the audit reports odd files, it never dies on one
+        except Exception as exc:  # the audit reports odd files, it never dies on one
             out.append(f"{type(exc).__name__}: {exc}")
     return out
 

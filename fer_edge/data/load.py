@@ -14,7 +14,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from fer_edge.data.images import BadImageError, decode_image
+from fer_edge.images import BadImageError, decode_image
 from fer_edge.data.types import Sample, Skipped
 from fer_edge.errors import DataError
 from fer_edge.preprocess import PreprocessSpec, to_model_input
@@ -43,7 +43,7 @@ def _load_chunk(chunk: Sequence[Sample], spec: PreprocessSpec) -> list[np.ndarra
             out.append(to_model_input(sample_image(s), spec))
         except BadImageError as exc:
             out.append(exc.reason)
-        except Exception as exc:  # noqa: BLE001 - one odd file must never sink a 30k-image load
+        except Exception as exc:  # one odd file must never sink a 30k-image load
             out.append(f"{type(exc).__name__}: {exc}")
     return out
 

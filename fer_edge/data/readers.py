@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from fer_edge.data.images import IMAGE_EXTENSIONS, is_image_name
+from fer_edge.images import IMAGE_EXTENSIONS, is_image_name
 from fer_edge.data.types import SPLIT_NAMES, LabelledSet, Sample, Skipped
 from fer_edge.errors import DataError
 from fer_edge.labels import FER2013_CODES, canonical_label, ordered_labels

@@ -138,7 +138,7 @@ class DetectorConfig(_Strict):
     @field_validator("type")
     @classmethod
     def _known(cls, v: str) -> str:
-        from fer_edge.runtime.detectors import DETECTORS
+        from fer_edge.detectors import DETECTORS
 
         DETECTORS.get(v)  # raises UnknownNameError with the valid names
         return v.lower()

@@ -62,7 +62,7 @@ def build_source(cfg: Any, on_skip=None, detect_width: int | None = None) -> Sou
 
 def build_pipeline(config: DaemonConfig, source_name: str = "", detector=None, classifier=None) -> Pipeline:
     from fer_edge.runtime.classifier import Classifier
-    from fer_edge.runtime.detectors import create_detector
+    from fer_edge.detectors import create_detector
 
     c = config.classifier
     if classifier is None:

@@ -73,14 +73,14 @@ def check_runtime() -> tuple[list[Check], object | None]:
 
 def _xnnpack_probe(rt) -> Check:
     """Load the packaged BlazeFace model and count DELEGATE nodes: >0 means XNNPACK took the graph."""
-    from fer_edge.runtime.detectors import BLAZEFACE_ASSET, asset_path
+    from fer_edge.detectors import BLAZEFACE_ASSET, asset_path
 
     try:
         with asset_path(BLAZEFACE_ASSET) as p:
             interp = rt.interpreter_cls(model_path=str(p), num_threads=1)
             interp.allocate_tensors()
         ops = [op["op_name"] for op in interp._get_ops_details()]
-    except Exception as exc:  # noqa: BLE001 - doctor reports, never crashes
+    except Exception as exc:  # doctor reports, never crashes
         return Check("xnnpack", "warn", f"could not probe ({type(exc).__name__}: {exc})")
     n = ops.count("DELEGATE")
     if n:
@@ -101,18 +101,18 @@ def check_camera() -> list[Check]:
                          "--system-site-packages (device/install.sh); not needed for USB cameras"))
     else:
         try:
-            import picamera2  # noqa: F401
+            import picamera2
 
             cams = []
             try:
                 cams = picamera2.Picamera2.global_camera_info()
-            except Exception:  # noqa: BLE001
+            except Exception:  # doctor reports a failed check, it never crashes
                 pass
             out.append(Check("picamera2", "ok" if cams else "warn",
                              f"importable; {len(cams)} camera(s): "
                              + (", ".join(str(c.get("Model", "?")) for c in cams) or "none found"),
                              "" if cams else "check the ribbon cable and `rpicam-hello --list-cameras`"))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # doctor reports a failed check, it never crashes
             out.append(Check("picamera2", "fail", f"import failed: {exc}",
                              "reinstall python3-picamera2; the venv must use --system-site-packages"))
     devs = video_devices()
@@ -130,7 +130,7 @@ def check_detector() -> Check:
     try:
         import cv2
 
-        from fer_edge.runtime.detectors import create_detector
+        from fer_edge.detectors import create_detector
 
         det = create_detector("yunet")
         frame = np.zeros((240, 320, 3), np.uint8)
@@ -138,7 +138,7 @@ def check_detector() -> Check:
         det.detect(frame)
         ms = (time.perf_counter() - t0) * 1000
         return Check("face detector", "ok", f"YuNet on OpenCV {cv2.__version__}: one 320x240 pass in {ms:.1f} ms")
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # doctor reports, never crashes
         return Check("face detector", "fail", f"YuNet unavailable: {exc}", "pip install 'opencv-python-headless>=4.10,<5'")
 
 
@@ -148,7 +148,7 @@ def check_model(path: str | Path, threads: int | None = None, delegate: str | No
 
     try:
         model = TFLiteModel(path, threads=threads, delegate=delegate, accelerator=accelerator)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # doctor reports, never crashes
         return [Check("model", "fail", f"{path}: {exc}", "re-export it with `fer-edge convert`")]
     meta = model.metadata
     x = np.zeros(meta.preprocess.shape, np.uint8)
@@ -161,8 +161,8 @@ def check_model(path: str | Path, threads: int | None = None, delegate: str | No
         model.predict_one(x)
         times.append((time.perf_counter() - t0) * 1000)
     # The bench's op analysis (partition walk), not a count of DELEGATE nodes: which ops XNNPACK took and
-    # which stayed on the slow builtin kernels. (Issue 14 moves it into the core.)
-    from fer_edge.bench.kernels import analyse_ops
+    # which stayed on the slow builtin kernels. The core's, so the board's doctor and the bench agree.
+    from fer_edge.ops import analyse_ops
 
     rep = analyse_ops(model._interp._get_ops_details(), model._interp.get_tensor_details())
     out = [Check("model", "ok" if np.all(np.isfinite(probs)) else "fail",

@@ -23,7 +23,7 @@ import numpy as np
 
 from fer_edge.runtime.classifier import Classifier
 from fer_edge.runtime.crop import crop_for_model
-from fer_edge.runtime.detectors import Detector
+from fer_edge.detectors import Detector
 from fer_edge.runtime.sources import Frame
 from fer_edge.runtime.tracker import LOST_SOURCE_ENDED, Tracker
 from fer_edge.runtime.types import FrameResult

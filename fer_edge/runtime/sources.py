@@ -22,6 +22,7 @@ from typing import Any, Callable, Protocol
 import numpy as np
 
 from fer_edge.errors import ConfigError, DataError
+from fer_edge.filenames import opencv_path, printable_name
 from fer_edge.registry import Registry
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm")
@@ -29,23 +30,6 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".p
 
 class SourceError(RuntimeError):
     """A camera or stream failed (disconnected, unreadable); the capture loop retries it with backoff."""
-
-
-def printable_name(name: str) -> str:
-    """A file name as JSON and logs can carry it: bytes that are not UTF-8 shown as \\xNN escapes."""
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
-def opencv_path(path: str | os.PathLike, what: str) -> str:
-    """`path` as OpenCV may be given it. OpenCV 4.12 dies with SIGSEGV (measured) when a path holds a name
-    that is not valid UTF-8 (Python carries those bytes as surrogates), so refuse it with the fix instead."""
-    text = os.fspath(path)
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise DataError(f"{what} {printable_name(text)}: the name is not valid UTF-8 and OpenCV cannot open it; "
-                        "rename the file (e.g. convmv -f latin1 -t utf8 --notest FILE)") from None
-    return text
 
 
 @dataclass
@@ -471,9 +455,10 @@ class ImageFolderSource:
         self.position = resume
 
     def read(self) -> Frame | None:
-        # The data side's decoder: it reads bytes (any file-name encoding; cv2.imread crashes on some),
-        # refuses truncated files and decompression bombs from the header, and says why.
-        from fer_edge.data.images import BadImageError, decode_image
+        # The core's decoder, the one the data side reads data sets with: it reads bytes (any file-name
+        # encoding; cv2.imread crashes on some), refuses truncated files and decompression bombs from the
+        # header, and says why.
+        from fer_edge.images import BadImageError, decode_image
 
         while self.position < len(self.files):
             p = self.files[self.position]

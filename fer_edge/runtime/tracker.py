@@ -19,7 +19,7 @@ from typing import Literal
 
 import numpy as np
 
-from fer_edge.runtime.detectors import iou_matrix
+from fer_edge.detectors import iou_matrix
 from fer_edge.runtime.types import Event, Face
 
 UNCERTAIN = "uncertain"

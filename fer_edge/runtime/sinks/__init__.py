@@ -23,9 +23,9 @@ from fer_edge.runtime.sinks.config import (
 )
 
 # Importing the modules registers their classes; none of them imports paho or cv2 at import time.
-from fer_edge.runtime.sinks.jsonl import JsonlSink  # noqa: E402
-from fer_edge.runtime.sinks.mqtt import MqttSink  # noqa: E402
-from fer_edge.runtime.sinks.http import HttpSink  # noqa: E402
+from fer_edge.runtime.sinks.jsonl import JsonlSink
+from fer_edge.runtime.sinks.mqtt import MqttSink
+from fer_edge.runtime.sinks.http import HttpSink
 
 __all__ = [
     "SINKS", "SinkSet", "create_sinks", "VALID_FORMS", "HttpSinkConfig", "JsonlSinkConfig",

@@ -99,7 +99,7 @@ class _Worker:
                 self._cv.notify_all()  # a publisher may be waiting for room
             try:
                 self.sink.publish(item)
-            except Exception as exc:  # noqa: BLE001 - a sink must never take the others down
+            except Exception as exc:  # a sink must never take the others down
                 if type(exc).__name__ == "ReaderGone":  # the pipe's reader left: the end, quietly
                     self.unflushed += len(self._q)
                     if self.on_gone is not None:
@@ -129,7 +129,7 @@ class _Worker:
                 self.sink.close(timeout=left)
             else:
                 self.sink.close()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # a failing sink must never take the others down
             log.warning("sink '%s' failed to close: %s", self.name, exc)
         self.metrics.clear_health(f"sink:{self.name}")
 
@@ -222,7 +222,7 @@ class SinkSet:
         for s in self._frame_sinks:
             try:
                 s.offer_frame(frame_rgb, result)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:  # a sink must never take the others down
                 self.metrics.inc("errors")
                 log.warning("sink '%s' rejected a frame: %s", s.name, exc)
 
@@ -266,7 +266,7 @@ class SinkSet:
             if callable(extra):
                 try:
                     st["sink"] = extra()
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:  # a failing sink must never take the others down
                     st["sink"] = {"error": str(exc)}
             out[w.name] = st
         return out
@@ -296,7 +296,7 @@ def create_sinks(configs: Iterable[SinkConfig | dict | str], metrics: Metrics | 
         for s in built:
             try:
                 s.close()
-            except Exception:  # noqa: BLE001
+            except Exception:  # a failing sink must never take the others down
                 pass
         raise
     return SinkSet(built, metrics, queue_max)

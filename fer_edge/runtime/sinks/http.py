@@ -114,7 +114,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     timeout = 30  # idle keep-alive connections release their thread
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:  # stdlib signature
         log.debug("%s - %s", self.address_string(), format % args)
 
     # ---- plumbing -------------------------------------------------------------------------
@@ -145,10 +145,10 @@ class _Handler(BaseHTTPRequestHandler):
             name = host.rsplit(":", 1)[0] if ":" in host else host
         return name in _LOOPBACK_NAMES or _is_loopback(name)
 
-    def do_HEAD(self) -> None:  # noqa: N802 - stdlib naming
+    def do_HEAD(self) -> None:  # stdlib naming
         self.do_GET()
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:  # stdlib naming
         if not self._host_ok():
             self._json(421, {"error": "this server answers loopback host names only (it listens on "
                                       "127.0.0.1); configure host: 0.0.0.0 to serve other machines"})
@@ -168,7 +168,7 @@ class _Handler(BaseHTTPRequestHandler):
             route()
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
-        except Exception as exc:  # noqa: BLE001 - one bad request must not hurt the server
+        except Exception as exc:  # one bad request must not hurt the server
             log.exception("http: %s failed", path)
             self.server.sink.metrics.inc("errors")
             try:

@@ -47,7 +47,7 @@ def write_fold_tree(root: Path, train, test) -> Path:
 
 
 def _scores(v) -> dict:
-    from fer_edge.recipes import scores_summary
+    from fer_edge.recipes.recipe import scores_summary
 
     if v is None or not v.ok:
         return {"error": getattr(v, "error", "missing")}
@@ -118,9 +118,9 @@ def render_md(summary: dict) -> str:
                   "| class | " + " | ".join(summary["labels"]) + " |",
                   "|---|" + "---|" * len(summary["labels"])]
         for v in [v for v in summary.get("scored", ["float", "int8"]) if s.get(v)]:
-            lines.append(f"| {v} | " + " | ".join("-" if s[v]["pooled"]["recall"][l] is None
-                                                   else f"{s[v]['pooled']['recall'][l]:.1f}"
-                                                   for l in summary["labels"]) + " |")
+            lines.append(f"| {v} | " + " | ".join("-" if s[v]["pooled"]["recall"][lab] is None
+                                                   else f"{s[v]['pooled']['recall'][lab]:.1f}"
+                                                   for lab in summary["labels"]) + " |")
         lines.append("")
     lines += ["| fold | test subjects | test images | float acc | float recall | int8 acc | int8 recall | lr | "
               "train s |", "|---|---|---|---|---|---|---|---|---|"]
@@ -156,7 +156,7 @@ def _train_deploy(recipe, data: str, labels: list[str], out: Path, budget_scale:
     """Train on every subject, export int8, write it (metadata carries the CV estimate) to cv.deploy_model."""
     from fer_edge.convert.api import convert
     from fer_edge.metadata import read_metadata, strip, write_tflite
-    from fer_edge.recipes import convert_config
+    from fer_edge.recipes.recipe import convert_config
 
     cfg = convert_config(recipe, data, out / "deploy", budget_scale, labels=labels, eval_test=False)
     console.print("[bold]deployable model[/]: training on every subject", highlight=False)
@@ -183,7 +183,7 @@ def run_cv(recipe, name: str, data: str | None, out: Path, results_dir: Path, bu
     from fer_edge.convert.api import convert
     from fer_edge.data.readers import open_dataset
     from fer_edge.data.splits import subject_kfold
-    from fer_edge.recipes import convert_config, git_commit
+    from fer_edge.recipes.recipe import convert_config, git_commit
     from fer_edge.tta import tta_name
 
     if data is None:

@@ -4,6 +4,8 @@ OpenCV decodes from bytes (`cv2.imdecode`) rather than from a path so that file 
 encoding work, and so the same bytes can be hashed by the audit. Truncation is checked from the
 container (JPEG end-of-image marker, PNG IEND chunk) because libjpeg "decodes" a cut-off JPEG into
 a half-grey image with only a warning on stderr.
+
+In the core because both the data readers and the runtime's image-folder source decode with it.
 """
 
 from __future__ import annotations

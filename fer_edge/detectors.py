@@ -4,6 +4,9 @@ A detector takes an RGB frame (and optionally a low-res copy of it, e.g. picamer
 and returns `Detection`s in frame pixels, best first, filtered by score, minimum size and count.
 Both detectors run on a downscaled image (detection cost grows with pixels; a face that fills a
 tenth of a 640 px frame is still 30 px at 320) and scale the boxes back.
+
+In the core: the runtime detects with them, and the bench scores a model through the same detector
+(fer_edge.bench.photo_path) without importing the runtime.
 """
 
 from __future__ import annotations
@@ -101,7 +104,7 @@ class YuNetDetector:
             if not path.is_file():
                 raise ModelError(f"YuNet model not found: {path}")
             try:
-                from fer_edge.runtime.sources import opencv_path
+                from fer_edge.filenames import opencv_path
 
                 self._net = cv2.FaceDetectorYN.create(opencv_path(path, "YuNet model"), "", self._size,
                                                       float(score_threshold),

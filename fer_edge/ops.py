@@ -5,6 +5,8 @@ XNNPACK took over. A DELEGATE node's inputs are the tensors entering the partiti
 and weights) and its outputs the tensors leaving it; an original op belongs to a partition when
 walking back from the partition's outputs reaches it without leaving through one of its inputs.
 Whatever is not reached ran on the (slower) builtin kernels - int8 HARD_SWISH on MobileNetV3, for one.
+
+In the core: the bench records it per model and `fer-edge doctor` reports it on the board.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ A recipe pins only what its row needs; everything else is the package default of
 (ConvertConfig). Running one fine-tunes (or takes a finished model file, or an existing convert
 output), exports fp32/int8, benchmarks every variant on the held-out split and writes one row,
 `<results>/<recipe>.json`, that benchmarks/table1.py collects. A recipe with `cv:` runs
-subject-independent k-fold cross-validation instead (fer_edge.recipe_cv).
+subject-independent k-fold cross-validation instead (fer_edge.recipes.cv).
 
     fer-edge recipe converters/fer2013_mobilenet_best.yaml --budget-scale 0.25
     fer-edge recipe converters/fer2013_mobilenet_best.yaml --from-convert runs/fer2013-mobilenet-a025-96
@@ -359,7 +359,7 @@ def run_recipe(path: str | os.PathLike, out: str | os.PathLike | None = None, bu
     if recipe.cv is not None:
         if from_convert is not None:
             raise ConfigError("--from-convert benches one finished model; a cv recipe trains one per fold")
-        from fer_edge.recipe_cv import run_cv
+        from fer_edge.recipes.cv import run_cv
 
         return run_cv(recipe, name, data, out, results_dir, budget_scale, folds=folds, console=console,
                       recipe_path=path)
@@ -410,46 +410,3 @@ def run_recipe(path: str | os.PathLike, out: str | os.PathLike | None = None, bu
 
 
 # -- CLI -----------------------------------------------------------------------------------------------------
-
-HELP = (
-    "Run a recipe from converters/ end to end: fine-tune (or convert a model file), export fp32/int8, bench "
-    "on the held-out split, write the results-table row benchmarks/results/<table>/<recipe>.json.\n\n"
-    "[bold]Examples[/]\n\n"
-    "[cyan]fer-edge recipe converters/fer2013_mobilenet_best.yaml[/]\n\n"
-    "[cyan]fer-edge recipe converters/fer2013_mobilenet_v2.yaml --budget-scale 0.25[/] (a quarter of the epochs)\n\n"
-    "[cyan]fer-edge recipe converters/fer2013_mobilenet_best.yaml --from-convert runs/my-run[/] (bench an existing "
-    "convert output, no training)\n\n"
-    "[cyan]fer-edge recipe converters/ckplus_cv.yaml[/] (a `cv:` recipe: subject-independent k-fold)\n\n"
-    "Data paths in recipes are relative to the shared folder (--shared, default ../shared)."
-)
-
-
-def register(app) -> None:
-    import typer
-
-    @app.command("recipe", help=HELP, no_args_is_help=True)
-    def recipe_cmd(
-        recipe: Path = typer.Argument(..., help="Recipe file (YAML or TOML), e.g. converters/fer2013_mobilenet_best.yaml"),
-        out: Optional[Path] = typer.Option(None, "--out", "-o", help="Working folder (default runs/recipes/<recipe>)."),
-        budget_scale: float = typer.Option(1.0, "--budget-scale", help="Multiply both epoch budgets by F "
-                                           "(each phase that runs keeps >= 1 epoch)."),
-        from_convert: Optional[Path] = typer.Option(None, "--from-convert", help="Bench this existing `fer-edge "
-                                                    "convert` output folder instead of training."),
-        results: Optional[Path] = typer.Option(None, "--results", help="Folder for the row JSON (default "
-                                               "benchmarks/results/<table>)."),
-        shared: Optional[Path] = typer.Option(None, "--shared", help="Folder the recipe's data path is relative "
-                                              "to (default $FER_EDGE_SHARED or ../shared)."),
-        folds: Optional[int] = typer.Option(None, "--folds", help="cv recipes: run only the first N folds "
-                                            "(to size a run); finished folds are kept and skipped on rerun."),
-        dry_run: bool = typer.Option(False, "--dry-run", help="Validate the recipe and print the convert "
-                                     "settings it resolves to; run nothing."),
-    ) -> None:
-        if dry_run:
-            r = load_recipe(recipe)
-            cfg = convert_config(r, resolve_data(r, shared), Path(out or Path("runs") / "recipes" / recipe_name(recipe))
-                                 / "convert", budget_scale) if r.model is not None else None
-            print(json.dumps({"recipe": r.model_dump(mode="json"),
-                              "convert": cfg.model_dump(mode="json") if cfg else None}, indent=2))
-            return
-        run_recipe(recipe, out=out, budget_scale=budget_scale, from_convert=from_convert, results=results,
-                   shared=shared, folds=folds)

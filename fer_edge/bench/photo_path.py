@@ -176,7 +176,7 @@ def run_photo_path(model: str | Path, data: str | None, split: str | None = None
     from fer_edge.atomic import atomic_write_text
     from fer_edge.data.load import sample_image
     from fer_edge.interpreter import TFLiteModel
-    from fer_edge.runtime.detectors import create_detector
+    from fer_edge.detectors import create_detector
 
     samples, note, labels, source = split_samples(data, split, limit, kind)
     images, y, index = [], [], {lab: i for i, lab in enumerate(labels)}
