@@ -6,6 +6,7 @@ Tiny preset, tiny generated images (the conftest region set): seconds, not minut
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import math
 
 import numpy as np
@@ -307,3 +308,34 @@ def test_fer2013_weights_start_a_finetune(face_runs, tmp_path, monkeypatch):
     fine = keras.models.load_model(out / "model_float.keras").get_layer("backbone")
     assert len(plain.get_weights()) == len(fine.get_weights())
     assert rec["metrics"]["float"]["val"]["accuracy"] > 0.8        # a strong start after 2 epochs
+
+
+def test_run_without_a_model_uses_the_shipped_fer2013_model(tmp_path):
+    """`fer-edge run` with no --model classifies with the model in fer_edge/assets/models: FER2013's labels, a
+    face found on a real photo, the model's own flip TTA."""
+    import subprocess
+    import sys
+
+    import cv2
+
+    from test_runtime_support import astronaut
+
+    from fer_edge.metadata import read_metadata
+    from fer_edge.runtime.config import default_model
+
+    shipped = default_model()
+    assert shipped is not None and shipped.name == "fer2013_face_vgg_small_int8.tflite"
+    meta = read_metadata(shipped)
+    assert meta.labels == ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+    assert meta.tta == "flip" and meta.variant == "int8" and meta.preprocess.input_size == 48
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    cv2.imwrite(str(photos / "astronaut.png"), cv2.cvtColor(astronaut(), cv2.COLOR_RGB2BGR))
+    fer_edge = Path(sys.executable).with_name("fer-edge")
+    proc = subprocess.run([str(fer_edge), "run", "--source", str(photos), "--output", "jsonl:-",
+                           "--log-level", "warning"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = [json.loads(ln) for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    faces = [f for r in results for f in r.get("faces", [])]
+    assert len(faces) == 1 and set(faces[0]["probabilities"]) == set(meta.labels)
+    assert faces[0]["expression"] == "happy"          # she smiles (scikit-image's public-domain astronaut)
