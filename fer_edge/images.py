@@ -10,8 +10,10 @@ In the core because both the data readers and the runtime's image-folder source 
 
 from __future__ import annotations
 
+import os
 import struct
 from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -190,3 +192,24 @@ def decode_image(source: str | Path | bytes | bytearray | memoryview, key: str |
     if isinstance(source, (bytes, bytearray, memoryview)):
         return decode_bytes(bytes(source), key or "<bytes>")
     return decode_bytes(read_bytes(source, key), key or str(source))
+
+
+def walk_folders(top: Path, visible: Callable[[str], bool]) -> Iterator[tuple[str, list[str]]]:
+    """(folder, its visible file names, sorted) for `top` and every visible sub-folder, in sorted order.
+
+    Symlinked folders are followed once each (by device and inode), so a link loop cannot hang a walk;
+    a folder that cannot be listed is passed over.
+    """
+    seen: set[tuple[int, int]] = set()
+    for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
+        try:
+            st = os.stat(dirpath)
+        except OSError:
+            dirnames[:] = []
+            continue
+        if (st.st_dev, st.st_ino) in seen:
+            dirnames[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirnames[:] = sorted(d for d in dirnames if visible(d))
+        yield dirpath, sorted(f for f in filenames if visible(f))

@@ -8,7 +8,6 @@ reason, when the pixels are loaded (`fer_edge.data.load`) or audited.
 from __future__ import annotations
 
 import csv
-import os
 import re
 import warnings
 from collections import Counter
@@ -83,23 +82,11 @@ def _visible(name: str) -> bool:
 
 def _iter_images(top: Path, scan: _Scan) -> list[Path]:
     """Image files under `top`, sorted; follows symlinked folders once each, so a loop cannot hang."""
-    seen: set[tuple[int, int]] = set()
+    from fer_edge.images import walk_folders
+
     out: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
-        try:
-            st = os.stat(dirpath)
-        except OSError:
-            dirnames[:] = []
-            continue
-        ident = (st.st_dev, st.st_ino)
-        if ident in seen:
-            dirnames[:] = []
-            continue
-        seen.add(ident)
-        dirnames[:] = sorted(d for d in dirnames if _visible(d))
-        for f in sorted(filenames):
-            if not _visible(f):
-                continue
+    for dirpath, filenames in walk_folders(top, _visible):
+        for f in filenames:
             if is_image_name(f):
                 out.append(Path(dirpath) / f)
             else:

@@ -411,21 +411,11 @@ def walk_images(top: Path) -> list[Path]:
     path; hidden names skipped; a symlinked folder is followed once, so a link loop cannot hang.
     Non-regular entries with an image name (FIFO, socket, broken link) are listed so that reading
     them names them as skipped (fer_edge.limits refuses them before any open)."""
-    seen: set[tuple[int, int]] = set()
+    from fer_edge.images import walk_folders
+
     out: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
-        try:
-            st = os.stat(dirpath)
-        except OSError:
-            dirnames[:] = []
-            continue
-        if (st.st_dev, st.st_ino) in seen:
-            dirnames[:] = []
-            continue
-        seen.add((st.st_dev, st.st_ino))
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        out += [Path(dirpath) / f for f in filenames
-                if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_SUFFIXES]
+    for dirpath, filenames in walk_folders(top, lambda name: not name.startswith(".")):
+        out += [Path(dirpath) / f for f in filenames if Path(f).suffix.lower() in IMAGE_SUFFIXES]
     return sorted(out, key=lambda p: p.relative_to(top).parts)
 
 
