@@ -111,7 +111,7 @@ def render_md(rows: list[dict], pending: list[tuple[str, dict]] = ()) -> str:
         splits = sorted({f"{r.get('split')} ({r.get('n_test')} images)" for r in rows})
         threads = sorted({r.get("threads") for r in rows})
         lines += [f"Reported split: {', '.join(splits)}. Accuracy, mean per-class recall and macro-F1 in %; "
-                  f"the float model is the Keras model; int8 is the full-integer TFLite file; latency is batch-1 "
+                  f"the float model is the Keras model; int8 is the int8 TFLite file (full-integer; since 2026-12-03 with the dense head in float); the table scores without test-time augmentation (the shipped row with its flip: benchmarks/README.md); clean = PublicTest without the images copied in train or carrying a conflicting label; latency is batch-1 "
                   f"p50 at {', '.join(map(str, threads))} thread(s) on LiteRT (XNNPACK). Train acc: the float "
                   "model on a random subset of the training images, no augmentation. Train min: training time summed over the "
                   "learning rates of the sweep (on the GPU, several runs shared the card at once); trained on: where "
