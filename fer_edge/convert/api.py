@@ -23,6 +23,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fer_edge.atomic import atomic_write_text
+from fer_edge.convert.export import DEFAULT_INT8_OUTPUT
 from fer_edge.errors import ConfigError, DataError, GateError, ModelError
 from fer_edge.preprocess import PreprocessSpec
 
@@ -100,7 +101,7 @@ class ConvertConfig(BaseModel):
                                "with tau chosen on validation (mean recall and accuracy), when it helps")
     calib_images: int = Field(300, ge=1)
     int8_output: Literal["float", "uint8", "int8"] = Field(
-        "float", description="output of the int8 model: float (int8 body, float32 head: no tied scores), "
+        DEFAULT_INT8_OUTPUT, description="output of the int8 model: float (int8 body, float32 head: no tied scores), "
                              "uint8 or int8 (fully integer, plain post-training quantization)")
     input_range: str = "-1,1"
     max_drop: float | None = Field(None, ge=0)

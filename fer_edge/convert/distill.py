@@ -77,14 +77,11 @@ def _keras_predictor(path: Path):
 
     from fer_edge.metadata import read_metadata
 
+    from fer_edge.convert.train import predict_probs
+
     meta = read_metadata(path)  # the sidecar .json a fer-edge export writes beside model_float.keras
     model = keras.models.load_model(path, compile=False)
-
-    def predict(x: np.ndarray) -> np.ndarray:
-        out = [np.asarray(model.predict_on_batch(x[i:i + 256].astype(np.float32))) for i in range(0, len(x), 256)]
-        return np.concatenate(out)
-
-    return meta, predict
+    return meta, lambda x: predict_probs(model, x)
 
 
 def load_teacher(path: str | Path, threads: int | None = None):

@@ -136,6 +136,7 @@ def _int8(conv, tf, calib, int8_output):
 # top two scores tied (argmax then takes the lower index); its dense layer is 0.1% of the arithmetic.
 FLOAT_HEAD_OPS = ("FULLY_CONNECTED", "SOFTMAX")
 INT8_OUTPUTS = ("float", "uint8", "int8")
+DEFAULT_INT8_OUTPUT = INT8_OUTPUTS[0]
 
 
 def _float_head_int8(calibrated: bytes, tf) -> bytes:
@@ -161,7 +162,7 @@ def export_saved_model(model, directory: Path) -> Path:
 
 
 def convert_variant(saved_model: Path, variant: str, calib: CalibrationSet | None = None,
-                    int8_output: str = "float") -> tuple[bytes, str, str]:
+                    int8_output: str = DEFAULT_INT8_OUTPUT) -> tuple[bytes, str, str]:
     import tensorflow as tf
 
     configure = CONFIGURERS.get(variant)
@@ -278,7 +279,7 @@ class ExportInputs:
     x_test: np.ndarray | None = None
     y_test: np.ndarray | None = None
     test_name: str = "test"
-    int8_output: str = "float"
+    int8_output: str = DEFAULT_INT8_OUTPUT
     tta: str = "none"
     extra: dict = field(default_factory=dict)
     max_drop: float | None = None
