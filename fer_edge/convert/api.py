@@ -317,14 +317,18 @@ def _teacher_targets(cfg: ConvertConfig, train_samples, skipped, labels, out: Pa
     return t, record
 
 
-def _logit_adjust(model, data: dict, labels: list[str], console) -> dict:
-    """Choose tau on validation and fold it into the head (see fer_edge.convert.logit_adjust)."""
+def _logit_adjust(model, data: dict, labels: list[str], tta: str, console) -> dict:
+    """Choose tau on validation and fold it into the head (see fer_edge.convert.logit_adjust).
+
+    Validation is scored with the TTA the exported model asks for: tau must suit the probabilities the
+    board will actually threshold, and flip averaging already moves some of them."""
     from fer_edge.convert.logit_adjust import choose_tau, fold_into_head
     from fer_edge.convert.train import predict_probs
+    from fer_edge.tta import with_tta
 
     prior = np.bincount(data["y_train"], minlength=len(labels)).astype(np.float64)
     prior = np.maximum(prior, 1) / prior.sum()
-    adj = choose_tau(predict_probs(model, data["x_val"]), data["y_val"], prior, labels)
+    adj = choose_tau(with_tta(lambda x: predict_probs(model, x), tta)(data["x_val"]), data["y_val"], prior, labels)
     fold_into_head(model, prior, adj.tau)
     console.print(f"logit adjustment: tau {adj.tau:g} (validation accuracy {adj.base_accuracy:.2%} -> "
                   f"{adj.val_accuracy:.2%}, mean recall {adj.base_mean_recall:.2%} -> {adj.val_mean_recall:.2%})",
@@ -520,7 +524,7 @@ def convert(cfg: ConvertConfig, console=None) -> ConvertResult:
             training_record["machine"] = next((r.machine for r in tr.runs if r.lr == best_lr), "")
             training_record["train_seconds"] = round(sum(r.seconds for r in tr.runs), 1)
             if cfg.logit_adjust:
-                training_record["logit_adjustment"] = _logit_adjust(model, data, labels, console)
+                training_record["logit_adjustment"] = _logit_adjust(model, data, labels, cfg.tta, console)
             if bb.get_backbone(cfg.model).face_native:
                 # The start of a later fine-tune (--weights PATH): the backbone without this data's head.
                 training_record["backbone_weights"] = bb.save_backbone_weights(model, out / BACKBONE_WEIGHTS).name
