@@ -321,6 +321,45 @@ def test_video_source_reads_every_frame_then_ends(face_video):
     src.close()
 
 
+def test_video_file_at_fps_is_paced_like_a_camera_and_loses_nothing(face_video, monkeypatch):
+    """fps: frame n is handed out no earlier than open + n/fps (read on a fake clock, so the test is
+    exact and instant); a slow consumer is not paid back with a burst; every frame still comes."""
+    from fer_edge.runtime import sources
+
+    clock = {"t": 100.0}
+    slept: list[float] = []
+
+    def sleep(s: float) -> None:
+        slept.append(s)
+        clock["t"] += s
+
+    monkeypatch.setattr(sources.time, "monotonic", lambda: clock["t"])
+    monkeypatch.setattr(sources.time, "sleep", sleep)
+    path, boxes = face_video
+    src = VideoSource(path, fps=20.0)
+    src.open()
+    handed: list[float] = []
+    while (f := src.read()) is not None:
+        handed.append(clock["t"])
+        if f.position == 3:
+            clock["t"] += 1.0          # the consumer stalls for 20 frame periods
+    src.close()
+    assert len(handed) == len(boxes)
+    assert handed[:4] == pytest.approx([100.0, 100.05, 100.10, 100.15])
+    # after the stall: the next frame at once, then the 50 ms cadence again (no catch-up burst)
+    assert handed[4] == pytest.approx(101.15)
+    assert np.diff(handed[4:]) == pytest.approx([0.05] * (len(handed) - 5))
+    assert all(s > 0 for s in slept)
+
+
+def test_fps_is_refused_for_a_stream():
+    from fer_edge.runtime.config import load_config
+
+    with pytest.raises(ConfigError, match="fps paces a video file"):
+        load_config(overrides={"source": {"type": "video", "path": "rtsp://cam.local/s", "fps": 15}})
+    assert load_config(overrides={"source": {"type": "video", "path": "a.avi", "fps": 15}}).source.fps == 15
+
+
 def test_missing_files_are_data_errors(tmp_path):
     with pytest.raises(DataError, match="not found"):
         VideoSource(tmp_path / "nope.avi").open()

@@ -75,6 +75,18 @@ class CameraSourceConfig(_SourceBase):
 class VideoSourceConfig(_SourceBase):
     type: Literal["video"] = "video"
     path: str                                     # a file, or a stream URL (rtsp://, http://)
+    # Play a file at this rate, as a camera would deliver it (soak tests, demos); None: as fast as the
+    # pipeline reads. Streams come at their sender's rate.
+    fps: float | None = Field(None, gt=0, le=1000)
+
+    @model_validator(mode="after")
+    def _fps_files_only(self) -> "VideoSourceConfig":
+        from fer_edge.runtime.sources import is_url
+
+        if self.fps is not None and is_url(self.path):
+            raise ValueError(f"fps paces a video file; the stream {self.path} comes at its sender's rate: "
+                             "remove fps")
+        return self
 
 
 class ImagesSourceConfig(_SourceBase):

@@ -349,8 +349,12 @@ class VideoSource(_OpenCVCapture):
     MAX_UNREADABLE = 25
 
     def __init__(self, path: str | os.PathLike, on_skip: Callable[[str, str], None] | None = None,
-                 timeout_s: float | None = None):
+                 timeout_s: float | None = None, fps: float | None = None):
         self.path = str(path)
+        # A file played at a camera's pace (soak tests, demos): frame n is not handed out before
+        # open + n/fps. A pipeline slower than that is not made to catch up in a burst afterwards.
+        self.fps = fps
+        self._due = 0.0
         self.timeout_s = timeout_s  # streams: a read (or open) that waits longer fails, and is retried
         self.on_skip = on_skip
         self.skipped: list[tuple[str, str]] = []
@@ -381,8 +385,17 @@ class VideoSource(_OpenCVCapture):
             cap.set(cv2.CAP_PROP_POS_FRAMES, resume)
         self._cap = cap
         self.position = resume if self.finite else 0
+        self._due = time.monotonic()
+
+    def _pace(self) -> None:
+        now = time.monotonic()
+        if self._due > now:
+            time.sleep(self._due - now)
+        self._due = max(self._due, now) + 1.0 / self.fps
 
     def read(self) -> Frame | None:
+        if self.fps:
+            self._pace()
         ok, bgr, t0 = self._read_bgr()
         if not ok or bgr is None:
             if not self.finite:
