@@ -59,9 +59,10 @@ def jsonable(obj: Any) -> Any:
     return str(obj)
 
 
-def result_dict(result: Any) -> dict:
+def result_dict(result: Any) -> dict[str, Any]:
     """A FrameResult (or an already converted dict) as plain JSON-ready data (not memoised)."""
-    return jsonable(result.to_dict() if hasattr(result, "to_dict") else result)
+    data: dict[str, Any] = jsonable(result.to_dict() if hasattr(result, "to_dict") else result)
+    return data
 
 
 def _default(obj: Any) -> Any:
@@ -128,16 +129,16 @@ class _Memo:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.data: dict | None = None
+        self.data: dict[str, Any] | None = None
         self.text: str | None = None
         self.fast = False   # text is orjson's (so orjson reads it back exactly)
 
     # A pickled or deep-copied result (a consumer may change the copy) starts with no encoding;
     # a lock could not be copied anyway.
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[_Memo], tuple[()]]:
         return (_Memo, ())
 
-    def __deepcopy__(self, memo: dict) -> "_Memo":
+    def __deepcopy__(self, memo: dict[int, Any]) -> "_Memo":
         return _Memo()
 
 
@@ -171,7 +172,7 @@ def _text(result: Any, memo: _Memo) -> str:
     return memo.text
 
 
-def _data(result: Any, memo: _Memo) -> dict:
+def _data(result: Any, memo: _Memo) -> dict[str, Any]:
     # Read back from orjson's text: the same dict result_dict gives (NaN as None, tuples as lists,
     # numpy as numbers, key order kept) for a fraction of asdict + the walk, and one encoding.
     # Not from the stdlib's text: orjson would read an integer beyond 64 bits as a float.
@@ -181,7 +182,7 @@ def _data(result: Any, memo: _Memo) -> dict:
     return memo.data
 
 
-def result_data(result: Any) -> dict:
+def result_data(result: Any) -> dict[str, Any]:
     """`result_dict(result)`, computed once per FrameResult and shared. Read-only."""
     memo = _memo(result)
     if memo is None:
