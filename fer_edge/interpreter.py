@@ -94,7 +94,8 @@ def resolve_metadata(path: str | os.PathLike[str], labels: list[str] | None = No
     return meta
 
 
-def _explicit_metadata(path: Path, labels: list[str], size: int, color: str | None, spec_cls: type[PreprocessSpec]) -> ModelMetadata:
+def _explicit_metadata(path: Path, labels: list[str], size: int, color: str | None,
+                       spec_cls: type[PreprocessSpec]) -> ModelMetadata:
     try:
         interp = find_runtime().interpreter_cls(model_path=str(path))
         inp, out = interp.get_input_details()[0], interp.get_output_details()[0]

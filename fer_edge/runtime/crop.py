@@ -52,7 +52,8 @@ def crop_aligned(frame: np.ndarray, box: Box, eyes: Eyes, spec: PreprocessSpec) 
     return to_model_input(patch, spec)
 
 
-def crop_for_model(frame: np.ndarray, box: Box, spec: PreprocessSpec, eyes: Eyes | None = None, align: bool = False) -> np.ndarray:
+def crop_for_model(frame: np.ndarray, box: Box, spec: PreprocessSpec, eyes: Eyes | None = None,
+                   align: bool = False) -> np.ndarray:
     """The classifier's input for one face: aligned when asked and the detector gave eyes, else crop_face."""
     if align and eyes is not None:
         return crop_aligned(frame, box, eyes, spec)

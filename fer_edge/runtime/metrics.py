@@ -179,7 +179,8 @@ class Metrics:
             return self._health_locked()[:2]
 
     def _health_locked(self) -> tuple[str, str, dict[str, dict[str, Any]]]:
-        comps: dict[str, dict[str, Any]] = {c: {"state": s, "reason": r, "since": t} for c, (s, r, t) in self._health.items()}
+        comps: dict[str, dict[str, Any]] = {c: {"state": s, "reason": r, "since": t}
+                                            for c, (s, r, t) in self._health.items()}
         if not comps:
             return "ok", "", comps
         worst = max(_SEVERITY[v["state"]] for v in comps.values())

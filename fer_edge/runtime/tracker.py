@@ -161,7 +161,8 @@ class Tracker:
             out.append((t.id, box, lm))
         return out
 
-    def update(self, frame_index: int, boxes: Any, scores: Any, probs: Any, landmarks: Any = None) -> tuple[list[Face], list[Event]]:
+    def update(self, frame_index: int, boxes: Any, scores: Any, probs: Any,
+               landmarks: Any = None) -> tuple[list[Face], list[Event]]:
         """A detection round: match detections to tracks, smooth, create and expire tracks."""
         boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
         probs = np.asarray(probs, np.float64).reshape(len(boxes), -1) if len(boxes) else np.zeros((0, len(self.labels)))

@@ -131,7 +131,8 @@ class MqttSink:
             if c.tls.insecure:
                 client.tls_insecure_set(True)
         # paho annotates these int but only does float arithmetic with them; sub-second delays are valid
-        client.reconnect_delay_set(c.reconnect_min_s, max(c.reconnect_max_s, c.reconnect_min_s))  # type: ignore[arg-type]
+        lo, hi = c.reconnect_min_s, max(c.reconnect_max_s, c.reconnect_min_s)
+        client.reconnect_delay_set(lo, hi)  # type: ignore[arg-type]
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_connect_fail = self._on_connect_fail
