@@ -18,6 +18,7 @@ import os
 import re
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -38,7 +39,7 @@ def check_accelerator(name: str | None) -> str:
 
 
 @contextlib.contextmanager
-def _native_stderr(sink: list[str]):
+def _native_stderr(sink: list[str]) -> Iterator[None]:
     """Collect what native code writes to fd 2 meanwhile (LiteRT, Dawn and Vulkan log there, not through
     Python): the fallback then says why in one line instead of a screenful of C++ traces."""
     import tempfile
@@ -78,7 +79,7 @@ class CompiledRunner:
     """One .tflite compiled by LiteRT for `hardware` ("gpu": GPU with CPU fallback for its unsupported ops;
     "cpu": LiteRT's CPU accelerator, which runs the same code path and is what the tests can exercise)."""
 
-    def __init__(self, path: str | os.PathLike, hardware: str = "gpu", threads: int = 1):
+    def __init__(self, path: str | os.PathLike[str], hardware: str = "gpu", threads: int = 1):
         from ai_edge_litert.compiled_model import CompiledModel
         from ai_edge_litert.hardware_accelerator import HardwareAccelerator as HA
 
@@ -112,7 +113,7 @@ class CompiledRunner:
         return f"LiteRT CompiledModel, {where}" if self.hardware == "gpu" else "LiteRT CompiledModel on the CPU"
 
 
-def open_accelerated(path: str | os.PathLike, accelerator: str, runtime_name: str,
+def open_accelerated(path: str | os.PathLike[str], accelerator: str, runtime_name: str,
                      threads: int = 1) -> tuple[CompiledRunner | None, str]:
     """(runner, note) for `accelerator`; (None, note saying why) when it cannot run here - the caller then
     keeps its CPU interpreter. accelerator "cpu" is that interpreter: (None, "")."""

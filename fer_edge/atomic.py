@@ -23,7 +23,7 @@ def current_umask() -> int:
     return 0o022
 
 
-def ensure_dir(folder: str | os.PathLike, what: str = "output folder") -> Path:
+def ensure_dir(folder: str | os.PathLike[str], what: str = "output folder") -> Path:
     """`folder` exists as a writable directory, or an OutputError says why not (a file in the way, a
     read-only place) before anything is written into it."""
     folder = Path(folder)
@@ -43,7 +43,7 @@ def ensure_dir(folder: str | os.PathLike, what: str = "output folder") -> Path:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, suffix: str | None = None, secret: bool = False) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike[str], suffix: str | None = None, secret: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it is fsynced and renamed over `path`.
 
     On any exception the temporary file is removed and `path` is left as it was.
@@ -82,11 +82,11 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None, secret: bool
         raise
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes, secret: bool = False) -> Path:
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, secret: bool = False) -> Path:
     with atomic_path(path, secret=secret) as tmp:
         tmp.write_bytes(data)
     return Path(path)
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))

@@ -16,7 +16,7 @@ def printable_name(name: str) -> str:
     return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
-def opencv_path(path: str | os.PathLike, what: str) -> str:
+def opencv_path(path: str | os.PathLike[str], what: str) -> str:
     """`path` as OpenCV may be given it. OpenCV 4.12 dies with SIGSEGV (measured) when a path holds a name
     that is not valid UTF-8 (Python carries those bytes as surrogates), so refuse it with the fix instead."""
     text = os.fspath(path)

@@ -13,11 +13,15 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from fer_edge.errors import ConfigError, MetadataError, ModelError, RuntimeUnavailableError
 from fer_edge.metadata import ModelMetadata, read_metadata
+
+if TYPE_CHECKING:
+    from fer_edge.preprocess import PreprocessSpec
 
 RUNTIMES = ("ai_edge_litert", "tflite_runtime", "tensorflow")
 
@@ -27,7 +31,7 @@ class Runtime:
     name: str
     version: str
     interpreter_cls: type
-    load_delegate: object
+    load_delegate: Callable[..., Any]
 
 
 def find_runtime(prefer: str | None = None) -> Runtime:
@@ -63,7 +67,7 @@ def find_runtime(prefer: str | None = None) -> Runtime:
     )
 
 
-def resolve_metadata(path: str | os.PathLike, labels: list[str] | None = None, input_size: int | None = None,
+def resolve_metadata(path: str | os.PathLike[str], labels: list[str] | None = None, input_size: int | None = None,
                      color: str | None = None) -> ModelMetadata:
     """A model's own fer-edge metadata; for a .tflite exported elsewhere (none inside, no sidecar), one
     built from explicit labels (output order), input size and colour, checked against the model's tensors.
@@ -90,7 +94,8 @@ def resolve_metadata(path: str | os.PathLike, labels: list[str] | None = None, i
     return meta
 
 
-def _explicit_metadata(path: Path, labels: list[str], size: int, color: str | None, spec_cls) -> ModelMetadata:
+def _explicit_metadata(path: Path, labels: list[str], size: int, color: str | None,
+                       spec_cls: type[PreprocessSpec]) -> ModelMetadata:
     try:
         interp = find_runtime().interpreter_cls(model_path=str(path))
         inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
@@ -122,7 +127,7 @@ def default_threads() -> int:
 
 @dataclass
 class OpSummary:
-    ops: Counter = field(default_factory=Counter)
+    ops: Counter[str] = field(default_factory=Counter)
     delegate_nodes: int = 0
     int8_ops: int = 0
     float_ops: int = 0
@@ -131,7 +136,7 @@ class OpSummary:
     def xnnpack(self) -> bool:
         return self.delegate_nodes > 0
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "ops": dict(self.ops),
             "delegate_nodes": self.delegate_nodes,
@@ -145,7 +150,7 @@ class TFLiteModel:
 
     def __init__(
         self,
-        path: str | os.PathLike,
+        path: str | os.PathLike[str],
         threads: int | None = None,
         metadata: ModelMetadata | None = None,
         runtime: str | None = None,
@@ -187,7 +192,7 @@ class TFLiteModel:
 
         check_model(self.path, self.metadata, self._interp)
 
-    def _load_delegate(self, spec: str) -> list | None:
+    def _load_delegate(self, spec: str) -> list[Any] | None:
         """Load an external delegate library; fall back to the CPU with a clear note if it cannot load."""
         try:
             return [self.runtime.load_delegate(spec)]
@@ -201,7 +206,8 @@ class TFLiteModel:
 
     @property
     def input_dtype(self) -> np.dtype:
-        return np.dtype(self._in["dtype"])
+        dtype: np.dtype[Any] = np.dtype(self._in["dtype"])
+        return dtype
 
     def _quantize_input(self, x: np.ndarray) -> np.ndarray:
         dtype = self.input_dtype
@@ -213,24 +219,29 @@ class TFLiteModel:
             return x.astype(dtype, copy=False)
         if scale == 1.0 and zero == -128 and dtype == np.int8 and x.dtype == np.uint8:
             # Float-head exports take int8 pixels (scale 1, zero -128): x - 128 is the top bit flipped.
-            return np.bitwise_xor(x, np.uint8(0x80)).view(np.int8)
+            flipped: np.ndarray = np.bitwise_xor(x, np.uint8(0x80)).view(np.int8)
+            return flipped
         info = np.iinfo(dtype)
         q = np.rint(x.astype(np.float32) / scale + zero)
-        return np.clip(q, info.min, info.max).astype(dtype)
+        quantized: np.ndarray = np.clip(q, info.min, info.max).astype(dtype)
+        return quantized
 
     def _dequantize_output(self, y: np.ndarray) -> np.ndarray:
         if y.dtype == np.float32:
             return y
         scale, zero = self._out["quantization"]
-        return (y.astype(np.float32) - zero) * scale
+        dequantized: np.ndarray = (y.astype(np.float32) - zero) * scale
+        return dequantized
 
     def predict_one(self, x: np.ndarray) -> np.ndarray:
         """One uint8 crop of shape (S,S,C) -> probabilities (K,)."""
         if self._compiled is not None:
-            return self._dequantize_output(self._compiled.run(self._quantize_input(x[None])))[0]
+            probs: np.ndarray = self._dequantize_output(self._compiled.run(self._quantize_input(x[None])))[0]
+            return probs
         self._interp.set_tensor(self._in["index"], self._quantize_input(x[None]))
         self._interp.invoke()
-        return self._dequantize_output(self._interp.get_tensor(self._out["index"]))[0]
+        out: np.ndarray = self._dequantize_output(self._interp.get_tensor(self._out["index"]))[0]
+        return out
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """uint8 batch (N,S,S,C) -> float32 probabilities (N,K), one invoke per image (batch 1 as on the board)."""

@@ -1,6 +1,7 @@
 """Expression labels: one canonical spelling per class, aliases from every data set we read."""
 
 from __future__ import annotations
+from typing import Iterable
 
 # Canonical order: FER2013's 7 classes in the order most papers tabulate them, then
 # CK+'s contempt (the paper's 8-class set). A data set's own label list is this order
@@ -52,7 +53,7 @@ def canonical_label(name: str) -> str:
     return ALIASES.get(key, key)
 
 
-def ordered_labels(present: set[str] | list[str]) -> list[str]:
+def ordered_labels(present: Iterable[str]) -> list[str]:
     """The label order recorded in a model: canonical order first, then extra classes by name."""
     present = {canonical_label(p) for p in present}
     known = [c for c in CANONICAL if c in present]

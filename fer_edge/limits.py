@@ -15,7 +15,10 @@ import json
 import os
 import stat
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Iterator, TextIO
+
+if TYPE_CHECKING:  # imported where used: only the YAML readers need it
+    import yaml
 
 from fer_edge.errors import LimitError
 
@@ -46,7 +49,7 @@ def _mb(n: int) -> str:
     return f"{n / MiB:.1f} MB" if n >= MiB else f"{n} bytes"
 
 
-def check_regular(path: str | os.PathLike, what: str = "file") -> os.stat_result:
+def check_regular(path: str | os.PathLike[str], what: str = "file") -> os.stat_result:
     """Stat `path` (following links) and refuse anything that is not a regular file: a FIFO would block
     a read forever, a device could stream without end. Returns the stat result."""
     try:
@@ -75,7 +78,7 @@ def special_kind(mode: int) -> str:
     return "not a regular file"
 
 
-def read_limited(path: str | os.PathLike, max_bytes: int, what: str = "file") -> bytes:
+def read_limited(path: str | os.PathLike[str], max_bytes: int, what: str = "file") -> bytes:
     """The bytes of a regular file of at most `max_bytes`; never blocks on a FIFO, never reads more.
 
     The file is opened non-blocking and checked again on the open descriptor, so a FIFO swapped in
@@ -102,36 +105,36 @@ def read_limited(path: str | os.PathLike, max_bytes: int, what: str = "file") ->
     return data
 
 
-def too_big(path: str | os.PathLike, what: str, size: int, limit: int) -> LimitError:
+def too_big(path: str | os.PathLike[str], what: str, size: int, limit: int) -> LimitError:
     return LimitError(f"{what} {os.fsdecode(path)} is too large ({_mb(size)} > the {_mb(limit)} limit); "
                       f"a real {what} is far smaller - is this the right file?", reason=f"too large ({_mb(size)})")
 
 
 # --- YAML -----------------------------------------------------------------------------------------
 
-def _yaml_loader(source: str):
+def _yaml_loader(source: str) -> type[yaml.SafeLoader]:
     """A SafeLoader that counts alias references and nesting while it composes, so an alias bomb or a
     deeply nested document is refused before it is expanded into Python objects."""
     import yaml
 
     class LimitedLoader(yaml.SafeLoader):
-        def __init__(self, stream):
+        def __init__(self, stream: str) -> None:
             super().__init__(stream)
             self._aliases = 0
             self._depth = 0
             self._nodes = 0
 
-        def compose_node(self, parent, index):
+        def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
             if self.check_event(yaml.AliasEvent):
                 self._aliases += 1
                 if self._aliases > YAML_MAX_ALIASES:
-                    mark = self.peek_event().start_mark
+                    mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]  # unannotated in types-PyYAML
                     raise LimitError(f"{source}:{mark.line + 1}: more than {YAML_MAX_ALIASES} YAML aliases (*name); "
                                      "write the values out instead of referencing anchors",
                                      reason="too many YAML aliases")
             self._depth += 1
             if self._depth > YAML_MAX_DEPTH:
-                mark = self.peek_event().start_mark
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]  # unannotated in types-PyYAML
                 raise LimitError(f"{source}:{mark.line + 1}: YAML nested deeper than {YAML_MAX_DEPTH} levels; "
                                  "a fer-edge file is a few levels deep - is this the right file?",
                                  reason="YAML nested too deep")
@@ -143,7 +146,7 @@ def _yaml_loader(source: str):
     return LimitedLoader
 
 
-def _count_nodes(node, source: str) -> None:
+def _count_nodes(node: yaml.Node, source: str) -> None:
     """Nodes reachable with aliases expanded (a shared node counts each time it is referenced)."""
     import yaml
 
@@ -161,7 +164,7 @@ def _count_nodes(node, source: str) -> None:
             stack.extend(n.value)
 
 
-def compose_yaml(text: str, source: str = "YAML"):
+def compose_yaml(text: str, source: str = "YAML") -> yaml.Node | None:
     """The composed node tree of a YAML document, within the limits (None for an empty document)."""
     loader = _yaml_loader(source)(text)
     try:
@@ -188,7 +191,7 @@ def load_yaml(text: str, source: str = "YAML") -> Any:
         constructor.dispose()
 
 
-def read_yaml_file(path: str | os.PathLike, what: str = "config file") -> tuple[str, Any]:
+def read_yaml_file(path: str | os.PathLike[str], what: str = "config file") -> tuple[str, Any]:
     """(text, data) of a UTF-8 YAML file within the byte, alias and depth limits."""
     raw = read_limited(path, MAX_CONFIG_BYTES, what)
     text = raw.decode("utf-8")  # UnicodeDecodeError: the caller names the line
@@ -254,14 +257,14 @@ def read_zip_member(fh: io.BufferedIOBase | Any, member: str, max_bytes: int, so
     return data
 
 
-def file_size(path: str | os.PathLike) -> int:
+def file_size(path: str | os.PathLike[str]) -> int:
     return Path(path).stat().st_size
 
 
 OVERLONG_LINE = "\x00fer-edge: overlong line\x00"
 
 
-def bounded_lines(fh, max_line: int = MAX_CSV_FIELD):
+def bounded_lines(fh: TextIO, max_line: int = MAX_CSV_FIELD) -> Iterator[str]:
     """Lines of a text file, none held longer than `max_line` characters: an overlong line is read
     past in chunks and yielded as OVERLONG_LINE (plus a newline), so the caller can name it as a
     skip and the memory taken stays one chunk, whatever the file holds."""

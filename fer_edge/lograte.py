@@ -11,16 +11,17 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from typing import Any, Callable
 
 INTERVAL_S = 60.0
 _MAX_KEYS = 1024  # distinct messages remembered; the oldest is forgotten first
 
 
 class RepeatFilter(logging.Filter):
-    def __init__(self, interval_s: float = INTERVAL_S, clock=time.monotonic):
+    def __init__(self, interval_s: float = INTERVAL_S, clock: Callable[[], float] = time.monotonic):
         super().__init__()
         self.interval_s, self.clock = interval_s, clock
-        self._seen: OrderedDict[tuple, list] = OrderedDict()  # key -> [window start, suppressed count]
+        self._seen: OrderedDict[tuple[Any, ...], list[float]] = OrderedDict()  # key -> [window start, suppressed count]
         self._lock = threading.Lock()
 
     def filter(self, record: logging.LogRecord) -> bool:

@@ -68,7 +68,7 @@ class ModelMetadata(BaseModel):
             raise MetadataError(f"{source}: fer-edge metadata is unreadable ({exc}); re-export the model") from exc
 
 
-def sidecar_path(model_path: str | os.PathLike) -> Path:
+def sidecar_path(model_path: str | os.PathLike[str]) -> Path:
     p = Path(model_path)
     return p.with_suffix(".json")
 
@@ -102,7 +102,7 @@ def _archive_length(data: bytes) -> int:
     return len(data) - start if eocd + 22 + comment_len == len(data) else 0
 
 
-def write_tflite(path: str | os.PathLike, tflite: bytes, meta: ModelMetadata) -> Path:
+def write_tflite(path: str | os.PathLike[str], tflite: bytes, meta: ModelMetadata) -> Path:
     """Write a .tflite with embedded metadata plus its sidecar JSON, both atomically."""
     path = Path(path)
     atomic_write_bytes(path, embed(tflite, meta))
@@ -110,7 +110,7 @@ def write_tflite(path: str | os.PathLike, tflite: bytes, meta: ModelMetadata) ->
     return path
 
 
-def read_metadata(path: str | os.PathLike) -> ModelMetadata:
+def read_metadata(path: str | os.PathLike[str]) -> ModelMetadata:
     """Read a model's fer-edge metadata: embedded in the .tflite first, else the sidecar JSON.
 
     Bounded (fer_edge.limits): the model must be a regular file within MAX_MODEL_BYTES, and the

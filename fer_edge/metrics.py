@@ -7,6 +7,7 @@ truth are left out of that mean (their recall is undefined, reported as None).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -31,9 +32,9 @@ class Scores:
     confusion: list[list[int]]
     agreement: float | None = None         # top-1 agreement with a reference model
     mean_abs_prob_diff: float | None = None
-    extra: dict = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
 
         return asdict(self)

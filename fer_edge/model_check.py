@@ -89,7 +89,8 @@ def check_model(path: Path, meta: Any, interp: Any, run_probe: bool = True) -> N
         _probe(path, interp, inp, out, in_dt, out_dt)
 
 
-def _probe(path: Path, interp: Any, inp: dict, out: dict, in_dt: np.dtype, out_dt: np.dtype) -> None:
+def _probe(path: Path, interp: Any, inp: dict[str, Any], out: dict[str, Any], in_dt: np.dtype[Any],
+           out_dt: np.dtype[Any]) -> None:
     """Run the model once on a mid-grey image: its outputs must be probabilities."""
     x = np.full([int(v) for v in inp["shape"]], 128, np.uint8)
     if in_dt == np.float32:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -38,7 +39,7 @@ class KernelReport:
     def total_ops(self) -> int:
         return sum(self.ops.values())
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "ops": self.ops, "delegate_partitions": self.delegate_partitions, "delegated_ops": self.delegated_ops,
             "not_delegated": self.not_delegated, "int8_ops": self.int8_ops, "float_ops": self.float_ops,
@@ -46,7 +47,7 @@ class KernelReport:
         }
 
 
-def _op_kind(op: dict, dtypes: dict[int, np.dtype]) -> str:
+def _op_kind(op: dict[str, Any], dtypes: dict[int, np.dtype[Any]]) -> str:
     """int8 / float / other by the op's first activation input (else its first output)."""
     for idx in list(op["inputs"])[:1] + list(op["outputs"])[:1]:
         dt = dtypes.get(int(idx))
@@ -60,7 +61,7 @@ def _op_kind(op: dict, dtypes: dict[int, np.dtype]) -> str:
     return "other"
 
 
-def analyse_ops(ops: list[dict], tensors: list[dict]) -> KernelReport:
+def analyse_ops(ops: list[dict[str, Any]], tensors: list[dict[str, Any]]) -> KernelReport:
     """Build the report from `interpreter._get_ops_details()` and `get_tensor_details()` lists."""
     dtypes = {int(t["index"]): np.dtype(t["dtype"]) for t in tensors}
     original = [op for op in ops if op["op_name"] != "DELEGATE"]
@@ -79,13 +80,15 @@ def analyse_ops(ops: list[dict], tensors: list[dict]) -> KernelReport:
             if t in seen or t in boundary:
                 continue
             seen.add(t)
-            op = producer.get(t)
-            if op is None or int(op["index"]) in covered:
+            prod = producer.get(t)
+            if prod is None or int(prod["index"]) in covered:
                 continue
-            covered.add(int(op["index"]))
-            stack.extend(int(i) for i in op["inputs"] if int(i) >= 0)
+            covered.add(int(prod["index"]))
+            stack.extend(int(i) for i in prod["inputs"] if int(i) >= 0)
     rep = KernelReport(delegate_partitions=len(delegates), delegated_ops=len(covered))
-    names, left, kinds = Counter(), Counter(), Counter()
+    names: Counter[str] = Counter()
+    left: Counter[str] = Counter()
+    kinds: Counter[str] = Counter()
     for op in original:
         names[op["op_name"]] += 1
         kinds[_op_kind(op, dtypes)] += 1

@@ -14,11 +14,12 @@ import os
 import signal
 import sys
 import threading
+from types import FrameType
 
 _last: list[str] = []
 
 
-def _handler(signum, _frame) -> None:
+def _handler(signum: int, _frame: FrameType | None) -> None:
     name = signal.Signals(signum).name
     if _last:  # already unwinding: let the cleanup finish
         return

@@ -50,6 +50,9 @@ def with_tta(predict: Callable[[np.ndarray], np.ndarray], mode: str) -> Callable
 
     def averaged(x: np.ndarray) -> np.ndarray:
         outs = [np.asarray(predict(v), np.float32) for v in views(np.asarray(x))]
-        return (sum(outs) / len(outs)).astype(np.float32)
+        total = outs[0]
+        for o in outs[1:]:   # the order sum() added them in: the same float32 result
+            total = total + o
+        return (total / len(outs)).astype(np.float32)
 
     return averaged

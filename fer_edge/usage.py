@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import sys
+from typing import Any
 
 import typer
 
@@ -20,7 +21,7 @@ NoArgsIsHelpError = getattr(_CLICK, "NoArgsIsHelpError", ())
 BadParameter = _CLICK.BadParameter
 
 
-def _given_value(param, argv: list[str]) -> str | None:
+def _given_value(param: Any, argv: list[str]) -> str | None:
     """The text the user gave for `param` on the command line (click's message does not always quote it)."""
     opts = list(getattr(param, "opts", []) or [])
     for i, arg in enumerate(argv):
@@ -32,7 +33,7 @@ def _given_value(param, argv: list[str]) -> str | None:
     return None
 
 
-def _options_of(ctx) -> list[str]:
+def _options_of(ctx: Any) -> list[str]:
     cmd = getattr(ctx, "command", None)
     out: list[str] = []
     for p in getattr(cmd, "params", []) or []:
@@ -50,7 +51,8 @@ def usage_line(exc: Exception, argv: list[str] | None = None) -> str:
         msg = f"no such option: {exc.option_name}."
         msg += (f" Did you mean {close[0]}?" if close else f" Valid options: {', '.join(valid)}.")
     else:
-        msg = " ".join(exc.format_message().split())
+        fmt = getattr(exc, "format_message", None)   # a click exception (found at run time, see _CLICK)
+        msg = " ".join((fmt() if callable(fmt) else str(exc)).split())
         if isinstance(exc, BadParameter) and getattr(exc, "param", None) is not None:
             given = _given_value(exc.param, list(sys.argv[1:] if argv is None else argv))
             if given is not None and repr(given) not in msg and given not in msg:

@@ -128,7 +128,7 @@ def make_splits(ds: LabelledSet, val_fraction: float = 0.1, seed: int = 0,
         frac = val_fraction / (1 - test_fraction) if "test" not in own else val_fraction
         train, out["val"] = carve(train, frac, seed + 1)
     out["train"] = train
-    ordered = {k: out[k] for k in ("train", "val", "test") if k in out}
+    ordered: dict[str, list[Sample]] = {k: out[k] for k in ("train", "val", "test") if k in out}
     ordered.update({k: out[k] for k in sorted(out) if k not in ordered})
     _check_subjects_disjoint(ordered)
     return ordered

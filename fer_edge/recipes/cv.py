@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from typing import Any, Sequence
 
 from fer_edge.atomic import atomic_write_text
 from fer_edge.errors import ConfigError, DataError
@@ -61,7 +62,7 @@ def scored_variants(tta: list[str]) -> list[str]:
     return [tta_name(v, m) for m in tta for v in ("float", "int8")]
 
 
-def summarise(folds: list[dict], labels: list[str], variants: list[str] = ("float", "int8")) -> dict:
+def summarise(folds: list[dict], labels: list[str], variants: Sequence[str] = ("float", "int8")) -> dict:
     """Mean and sample std (ddof=1) over folds of each headline metric, plus pooled figures from the
     summed confusion matrices (every image counted once)."""
     out: dict = {}
@@ -145,7 +146,7 @@ def render_md(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def _fold_key(cfg, test_subjects: list[str], tta: list[str] = ("none",)) -> str:
+def _fold_key(cfg, test_subjects: list[str], tta: Sequence[str] = ("none",)) -> str:
     # tta joins the key only when asked for, so folds done before it existed are still recognised
     extra = "" if list(tta) == ["none"] else "|tta:" + ",".join(tta)
     return hashlib.sha256((cfg.fingerprint() + ",".join(test_subjects) + extra).encode()).hexdigest()[:16]
@@ -236,7 +237,7 @@ def run_cv(recipe, name: str, data: str | None, out: Path, results_dir: Path, bu
                           tta=recipe.tta)
         by_variant = {tta_name(v.variant, v.tta): v for v in bench.variants}
         train_subjects = sorted({s.subject for s in train if s.subject is not None})
-        row = {"fold": i, "key": key, "test_subjects": test_subjects, "train_subjects": train_subjects,
+        row: dict[str, Any] = {"fold": i, "key": key, "test_subjects": test_subjects, "train_subjects": train_subjects,
                "n_train": len(train), "n_test": len(test),
                **{v: _scores(by_variant.get(v)) for v in summary["scored"]},
                "chosen_lr": res.best_lr, "train_wall_s": round(res.timings.get("train", 0.0), 1),

@@ -70,7 +70,9 @@ class Recipe(BaseModel):
     model: Optional[str] = Field(None, description="backbone name (fer-edge convert --model)")
     model_file: Optional[str] = Field(None, description="a finished Keras model, converted without training "
                                                         "(repo-relative or absolute)")
-    variants: list[Literal["fp32", "fp16", "dynamic", "int8"]] = Field(default_factory=lambda: ["fp32", "int8"])
+    # type: ignore: mypy infers the lambda as returning list[str], not the list of literals
+    variants: list[Literal["fp32", "fp16", "dynamic", "int8"]] = Field(
+        default_factory=lambda: ["fp32", "int8"])  # type: ignore[arg-type]
     convert: dict = Field(default_factory=dict, description="fer-edge convert settings (ConvertConfig fields) "
                                                             "that differ from the package defaults")
     cv: Optional[CVSpec] = None

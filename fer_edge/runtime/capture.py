@@ -13,6 +13,7 @@ import logging
 import threading
 from dataclasses import dataclass
 from typing import Callable
+from typing import Iterator
 
 from fer_edge.errors import FerEdgeError
 from fer_edge.runtime.sources import Frame, Source
@@ -67,7 +68,7 @@ class Backoff:
     maximum: float = 30.0
     factor: float = 2.0
 
-    def delays(self):
+    def delays(self) -> Iterator[float]:
         d = self.initial
         while True:
             yield d

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -52,7 +53,7 @@ class Classifier:
             return np.zeros((0, len(self.labels)), np.float32)
         return np.stack([self._predict_one(c) for c in crops])
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         m = self.model
         return {
             "path": str(m.path), "runtime": f"{m.runtime.name} {m.runtime.version}", "threads": self.threads,

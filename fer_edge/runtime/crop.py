@@ -9,10 +9,15 @@ square is sampled straight out of the frame with one affine warp (no full-frame 
 from __future__ import annotations
 
 import math
+from typing import Sequence, Union
 
 import numpy as np
 
-from fer_edge.preprocess import PreprocessSpec, crop_face, square_crop_box, to_model_input
+from fer_edge.preprocess import Box, PreprocessSpec, crop_face, square_crop_box, to_model_input
+
+
+# Two (x, y) eye points as the detector gives them (a 2x2 array or a pair of pairs).
+Eyes = Union[np.ndarray, Sequence[np.ndarray]]
 
 
 def eye_angle(eye_a: np.ndarray, eye_b: np.ndarray) -> float:
@@ -23,7 +28,7 @@ def eye_angle(eye_a: np.ndarray, eye_b: np.ndarray) -> float:
     return math.degrees(math.atan2(by - ay, bx - ax))
 
 
-def alignment_matrix(box, eyes, frame_w: int, frame_h: int, margin: float,
+def alignment_matrix(box: Box, eyes: Eyes, frame_w: int, frame_h: int, margin: float,
                      offset_y: float = 0.0) -> tuple[np.ndarray, int]:
     """The 2x3 affine that maps the eye-levelled square crop of `box` to a (side x side) image, and side."""
     import cv2
@@ -37,7 +42,7 @@ def alignment_matrix(box, eyes, frame_w: int, frame_h: int, margin: float,
     return m, side
 
 
-def crop_aligned(frame: np.ndarray, box, eyes, spec: PreprocessSpec) -> np.ndarray:
+def crop_aligned(frame: np.ndarray, box: Box, eyes: Eyes, spec: PreprocessSpec) -> np.ndarray:
     """Like `crop_face`, with the square rotated so that the eyes are level."""
     import cv2
 
@@ -47,7 +52,8 @@ def crop_aligned(frame: np.ndarray, box, eyes, spec: PreprocessSpec) -> np.ndarr
     return to_model_input(patch, spec)
 
 
-def crop_for_model(frame: np.ndarray, box, spec: PreprocessSpec, eyes=None, align: bool = False) -> np.ndarray:
+def crop_for_model(frame: np.ndarray, box: Box, spec: PreprocessSpec, eyes: Eyes | None = None,
+                   align: bool = False) -> np.ndarray:
     """The classifier's input for one face: aligned when asked and the detector gave eyes, else crop_face."""
     if align and eyes is not None:
         return crop_aligned(frame, box, eyes, spec)

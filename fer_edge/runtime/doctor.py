@@ -12,6 +12,7 @@ import struct
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,7 +24,7 @@ class Check:
     detail: str
     fix: str = ""
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -71,7 +72,7 @@ def check_runtime() -> tuple[list[Check], object | None]:
     return checks, rt
 
 
-def _xnnpack_probe(rt) -> Check:
+def _xnnpack_probe(rt: Any) -> Check:
     """Load the packaged BlazeFace model and count DELEGATE nodes: >0 means XNNPACK took the graph."""
     from fer_edge.detectors import BLAZEFACE_ASSET, asset_path
 

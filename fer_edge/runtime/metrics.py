@@ -20,6 +20,7 @@ import re
 import threading
 import time
 from collections import deque
+from typing import Any
 
 HEALTH_STATES = ("ok", "starting", "degraded", "stopping")
 # Which state wins when components disagree: a stopping daemon is stopping whatever else is true,
@@ -38,6 +39,8 @@ _HELP = {
     "sink_dropped": "Results a sink could not publish (queue or buffer overflow, unflushed at exit).",
     "sink_errors": "Exceptions raised by a sink while publishing.",
 }
+
+_NO_LABELS: tuple[tuple[str, str], ...] = ()
 
 _NAME_RE = re.compile(r"[^a-zA-Z0-9_]")
 
@@ -175,8 +178,9 @@ class Metrics:
         with self._lock:
             return self._health_locked()[:2]
 
-    def _health_locked(self) -> tuple[str, str, dict]:
-        comps = {c: {"state": s, "reason": r, "since": t} for c, (s, r, t) in self._health.items()}
+    def _health_locked(self) -> tuple[str, str, dict[str, dict[str, Any]]]:
+        comps: dict[str, dict[str, Any]] = {c: {"state": s, "reason": r, "since": t}
+                                            for c, (s, r, t) in self._health.items()}
         if not comps:
             return "ok", "", comps
         worst = max(_SEVERITY[v["state"]] for v in comps.values())
@@ -198,7 +202,7 @@ class Metrics:
             }
         return out
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> dict[str, Any]:
         """A JSON-ready view (the status page and /api/metrics read this)."""
         with self._lock:
             state, reason, comps = self._health_locked()
@@ -212,14 +216,12 @@ class Metrics:
                 else:
                     counters[name] = v
             gauges: dict[str, float] = {}
-            for (name, labels), v in sorted(self._gauges.items()):
+            for (name, labels), gv in sorted(self._gauges.items()):
                 key = name + ("{" + ",".join(f"{k}={lv}" for k, lv in labels) + "}" if labels else "")
-                gauges[key] = v
-            stages = self._stage_stats_locked()
-            for s in stages.values():  # NaN is not JSON
-                for k, v in list(s.items()):
-                    if isinstance(v, float) and not math.isfinite(v):
-                        s[k] = None
+                gauges[key] = gv
+            stages: dict[str, dict[str, float | None]] = {  # NaN is not JSON
+                stage: {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in s.items()}
+                for stage, s in self._stage_stats_locked().items()}
             return {
                 "fps": round(self._fps_locked(), 3),
                 "uptime_s": round(time.monotonic() - self._start, 3),
@@ -268,19 +270,19 @@ class Metrics:
             for labels, v in sorted(series):
                 lines.append(f"{metric}{_labels_text(labels)} {v}")
 
-        gauge_names: dict[str, list] = {"faces": []}
-        for (name, labels), v in gauges.items():
-            gauge_names.setdefault(name, []).append((labels, v))
+        gauge_names: dict[str, list[tuple[tuple[tuple[str, str], ...], float]]] = {"faces": []}
+        for (name, labels), gv in gauges.items():
+            gauge_names.setdefault(name, []).append((labels, gv))
         for name in sorted(gauge_names):
             metric = f"fer_edge_{_metric_name(name)}"
             family(metric, "gauge", "Faces in the latest frame." if name == "faces" else f"Gauge {name}.")
-            series = gauge_names[name] or [((), 0.0)]
-            for labels, v in sorted(series):
-                lines.append(f"{metric}{_labels_text(labels)} {_fmt(float(v))}")
+            gseries = gauge_names[name] or [(_NO_LABELS, 0.0)]
+            for labels, gv in sorted(gseries):
+                lines.append(f"{metric}{_labels_text(labels)} {_fmt(float(gv))}")
 
         family("fer_edge_health", "gauge", "1 for the current overall health state, 0 for the others.")
-        for s in HEALTH_STATES:
-            lines.append(f'fer_edge_health{{state="{s}"}} {1 if s == state else 0}')
+        for hs in HEALTH_STATES:
+            lines.append(f'fer_edge_health{{state="{hs}"}} {1 if hs == state else 0}')
         family("fer_edge_component_health", "gauge", "Per component: 1 for its current state.")
         for comp, info in sorted(comps.items()):
             lines.append(f'fer_edge_component_health{{component="{_label_value(comp)}",'

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -49,7 +49,7 @@ class Track:
     score: float
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(4, np.float32))  # box change per frame
     probs: np.ndarray | None = None      # smoothed
-    history: deque = field(default_factory=deque)
+    history: deque[np.ndarray] = field(default_factory=deque)
     state: str = UNCERTAIN
     raw_label: str = ""
     missed: int = 0
@@ -67,7 +67,8 @@ def _centre_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     sa = ((a[:, 2] - a[:, 0]) + (a[:, 3] - a[:, 1])) / 2
     sb = ((b[:, 2] - b[:, 0]) + (b[:, 3] - b[:, 1])) / 2
     d = np.linalg.norm(ca[:, None, :] - cb[None, :, :], axis=2)
-    return d / np.maximum((sa[:, None] + sb[None, :]) / 2, 1e-6)
+    out: np.ndarray = d / np.maximum((sa[:, None] + sb[None, :]) / 2, 1e-6)
+    return out
 
 
 def greedy_match(track_boxes: np.ndarray, det_boxes: np.ndarray, iou_threshold: float,
@@ -113,9 +114,11 @@ class Tracker:
     def _score(self, track: Track, state: str) -> float:
         if state == UNCERTAIN:
             return self.p.uncertain_below
+        assert track.probs is not None, "scored before its first smoothing"
         return float(track.probs[self.labels.index(state)])
 
     def _candidate(self, track: Track) -> str:
+        assert track.probs is not None, "a candidate before its first smoothing"
         best = int(np.argmax(track.probs))
         return self.labels[best] if track.probs[best] >= self.p.uncertain_below else UNCERTAIN
 
@@ -131,8 +134,10 @@ class Tracker:
 
     def _face(self, track: Track) -> Face:
         probs = track.probs
+        assert probs is not None, "a face before its first smoothing"
         conf = float(probs.max()) if track.state == UNCERTAIN else self._score(track, track.state)
-        box = tuple(int(round(v)) for v in track.box)
+        x0, y0, x1, y1 = (int(round(float(v))) for v in track.box)
+        box = (x0, y0, x1, y1)
         return Face(track_id=track.id, box=box, score=round(track.score, 4), expression=track.state,
                     confidence=round(conf, 4),
                     probabilities={lab: round(float(v), 4) for lab, v in zip(self.labels, probs)},
@@ -156,7 +161,8 @@ class Tracker:
             out.append((t.id, box, lm))
         return out
 
-    def update(self, frame_index: int, boxes, scores, probs, landmarks=None) -> tuple[list[Face], list[Event]]:
+    def update(self, frame_index: int, boxes: Any, scores: Any, probs: Any,
+               landmarks: Any = None) -> tuple[list[Face], list[Event]]:
         """A detection round: match detections to tracks, smooth, create and expire tracks."""
         boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
         probs = np.asarray(probs, np.float64).reshape(len(boxes), -1) if len(boxes) else np.zeros((0, len(self.labels)))
@@ -205,7 +211,7 @@ class Tracker:
                 faces.append(self._face(t))
         return faces, events
 
-    def update_tracked(self, frame_index: int, ids: list[int], boxes, probs) -> tuple[list[Face], list[Event]]:
+    def update_tracked(self, frame_index: int, ids: list[int], boxes: Any, probs: Any) -> tuple[list[Face], list[Event]]:
         """A frame without detection: the live tracks keep their ids, at the boxes `predict` gave."""
         by_id = {t.id: t for t in self.tracks}
         faces, events = [], []

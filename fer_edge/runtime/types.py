@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 
 @dataclass
@@ -36,7 +36,7 @@ class FrameResult:
     file: str | None = None                  # image-folder sources name the file
     timings_ms: dict[str, float] = field(default_factory=dict)  # capture, detect, crop, classify, smooth
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 

@@ -52,7 +52,7 @@ class _Worker:
         self.name: str = sink.name
         self.metrics = metrics
         self.queue_max = queue_max
-        self._q: deque = deque()
+        self._q: deque[Any] = deque()
         self._cv = threading.Condition()
         self._closing = False
         self.deadline: float | None = None
@@ -161,7 +161,7 @@ class _Worker:
 class SinkSet:
     """The pipeline's one handle on its outputs. Thread-safe; ``publish`` never blocks."""
 
-    def __init__(self, sinks: Iterable[Any], metrics: Metrics | None = None, queue_max: int | dict = 256):
+    def __init__(self, sinks: Iterable[Any], metrics: Metrics | None = None, queue_max: int | dict[str, int] = 256):
         self.metrics = metrics if metrics is not None else Metrics()
         self.sinks = list(sinks)
         names = [s.name for s in self.sinks]
@@ -250,10 +250,10 @@ class SinkSet:
             self._closed = unflushed
             return dict(unflushed)
 
-    def stats(self) -> dict[str, dict]:
+    def stats(self) -> dict[str, dict[str, Any]]:
         out = {}
         for w in self._workers:
-            st = {
+            st: dict[str, Any] = {
                 "queued": w.queued(),
                 "published": w.published,
                 "dropped": w.dropped,
@@ -272,7 +272,7 @@ class SinkSet:
         return out
 
 
-def create_sinks(configs: Iterable[SinkConfig | dict | str], metrics: Metrics | None = None) -> SinkSet:
+def create_sinks(configs: Iterable[SinkConfig | dict[str, Any] | str], metrics: Metrics | None = None) -> SinkSet:
     """Build every configured sink (URL strings and dicts are accepted too) into a SinkSet.
 
     If one sink cannot start (a port in use, a bad TLS file) the ones already started are closed

@@ -151,7 +151,7 @@ class HttpSinkConfig(_SinkBase):
 
 SinkConfig = Union[JsonlSinkConfig, MqttSinkConfig, HttpSinkConfig]
 SinkConfigT = Annotated[SinkConfig, Field(discriminator="type")]
-_ADAPTER: TypeAdapter = TypeAdapter(SinkConfigT)
+_ADAPTER: TypeAdapter[SinkConfig] = TypeAdapter(SinkConfigT)
 
 
 def validation_message(err: ValidationError) -> str:
@@ -177,7 +177,7 @@ def sink_config(value: object) -> SinkConfig:
         raise ConfigError(f"invalid sink {redacted(value)!r}: {validation_message(e)}") from None
 
 
-def redacted(value: Any, _path: tuple = ()) -> Any:
+def redacted(value: Any, _path: tuple[int, ...] = ()) -> Any:
     """`value` as an error message may quote it: passwords masked (messages end up in logs); a YAML
     alias that contains itself is shown once."""
     if isinstance(value, (dict, list)):
@@ -202,7 +202,8 @@ def _bad(text: str, why: str) -> ConfigError:
     return ConfigError(f"cannot read sink '{_masked(text)}': {why}. Valid forms: {' | '.join(VALID_FORMS)}")
 
 
-def _build(text: str, model: type[BaseModel], fields: dict) -> SinkConfig:
+def _build(text: str, model: type[JsonlSinkConfig] | type[MqttSinkConfig] | type[HttpSinkConfig],
+           fields: dict[str, Any]) -> SinkConfig:
     try:
         return model.model_validate(fields)
     except ValidationError as e:
@@ -242,7 +243,7 @@ def parse_sink_url(text: str) -> SinkConfig:
     if scheme in ("mqtt", "mqtts"):
         if not u.hostname:
             raise _bad(text, "no broker host")
-        fields: dict = {"host": u.hostname}
+        fields: dict[str, Any] = {"host": u.hostname}
         if port is not None:
             fields["port"] = port
         elif scheme == "mqtts":

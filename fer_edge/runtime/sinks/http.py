@@ -28,6 +28,7 @@ from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import Any, Callable
+from contextlib import AbstractContextManager
 
 from fer_edge.errors import ConfigError
 from fer_edge.runtime.metrics import Metrics
@@ -279,7 +280,7 @@ class HttpSink:
         self.wants_frames = bool(config.preview)
         self.loopback_only = _is_loopback(config.host)
         self.static = _load_static()
-        self.events: deque = deque(maxlen=50)
+        self.events: deque[dict[str, Any]] = deque(maxlen=50)
         self.closing = False
         self._latest: Any = None
         self._latest_json: bytes | None = b"null\n"
@@ -298,7 +299,8 @@ class HttpSink:
         except OSError as e:
             raise self._bind_error(e) from None
         self.server.sink = self
-        self.host, self.port = self.server.server_address[:2]
+        host, self.port = self.server.server_address[:2]
+        self.host = host.decode() if isinstance(host, bytes) else host   # str for AF_INET/AF_INET6
         self.url = f"http://{self.host if ':' not in str(self.host) else f'[{self.host}]'}:{self.port}"
         if not self.loopback_only:
             log.warning("http sink '%s' listens on %s (not loopback): anyone on the network can read "
@@ -395,7 +397,7 @@ class HttpSink:
         with self._frame_cv:
             self._viewers -= 1
 
-    def viewer(self):
+    def viewer(self) -> AbstractContextManager[None]:
         sink = self
 
         class _Viewer:
@@ -419,7 +421,7 @@ class HttpSink:
         self.server.server_close()
         self._thread.join(2.0)
 
-    def stats(self) -> dict:
+    def stats(self) -> dict[str, Any]:
         return {"url": self.url, "preview": self.config.preview, "viewers": self._viewers,
                 "connections_refused": self.server.refused}
 

@@ -134,6 +134,6 @@ class JsonlSink:
         if fh is not sys.stdout:
             fh.close()
 
-    def stats(self) -> dict:
+    def stats(self) -> dict[str, Any]:
         return {"path": str(self.path) if self.path else "-", "bytes": self._size, "rotations": self.rotations,
                 "reopens": self.reopens}

@@ -59,8 +59,8 @@ _TRACK_TTL_S = 30.0
 _NODE_RE = re.compile(r"[^a-zA-Z0-9_-]")
 
 
-def _primary(faces: list[dict]) -> dict | None:
-    def area(f: dict) -> float:
+def _primary(faces: list[dict[str, Any]]) -> dict[str, Any] | None:
+    def area(f: dict[str, Any]) -> float:
         x0, y0, x1, y1 = (f.get("box") or (0, 0, 0, 0))[:4]
         return max(0.0, x1 - x0) * max(0.0, y1 - y0)
 
@@ -97,11 +97,11 @@ class MqttSink:
         self._check_host()
 
         self._cv = threading.Condition()
-        self._buf: deque = deque()
+        self._buf: deque[tuple[str, str, int, bool]] = deque()
         self._connected = False
         self._resync = False
         self._stopping = False
-        self._outstanding: deque = deque()     # MQTTMessageInfo of qos>=1 messages not yet acked
+        self._outstanding: deque[Any] = deque()     # MQTTMessageInfo of qos>=1 messages not yet acked
         self.sent_results = 0
         self.overflow = 0
         self.unflushed = 0
@@ -110,7 +110,7 @@ class MqttSink:
         self._last_refusal: str | None = None
         # per-track retained state: track_id -> (payload, expression, monotonic time published)
         self._tracks: dict[int, tuple[str, str, float]] = {}
-        self._summary: tuple[str, tuple, float] | None = None
+        self._summary: tuple[str, tuple[Any, ...], float] | None = None
 
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
                              protocol=mqtt.MQTTv311, clean_session=True)
@@ -130,7 +130,9 @@ class MqttSink:
                                   "check tls.ca_file/certfile/keyfile are PEM files") from None
             if c.tls.insecure:
                 client.tls_insecure_set(True)
-        client.reconnect_delay_set(c.reconnect_min_s, max(c.reconnect_max_s, c.reconnect_min_s))
+        # paho annotates these int but only does float arithmetic with them; sub-second delays are valid
+        lo, hi = c.reconnect_min_s, max(c.reconnect_max_s, c.reconnect_min_s)
+        client.reconnect_delay_set(lo, hi)  # type: ignore[arg-type]
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_connect_fail = self._on_connect_fail
@@ -167,7 +169,7 @@ class MqttSink:
 
     # ---- paho callbacks (network thread) --------------------------------------------------
 
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         if reason_code.is_failure:
             reason = str(reason_code)
             msg = f"broker {self._where} refused the connection: {reason}{_auth_hint(reason)}"
@@ -198,7 +200,7 @@ class MqttSink:
             self._resync = True
             self._cv.notify_all()
 
-    def _on_connect_fail(self, client, userdata) -> None:
+    def _on_connect_fail(self, client: Any, userdata: Any) -> None:
         # paho does not pass the exception; name the likely causes instead.
         if self.config.tls is not None:
             self._note_down("cannot connect (broker down, or the TLS handshake failed: check tls.ca_file "
@@ -206,7 +208,7 @@ class MqttSink:
         else:
             self._note_down("cannot connect (broker down or port closed)")
 
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         with self._cv:
             was = self._connected
             self._connected = False
@@ -296,7 +298,7 @@ class MqttSink:
         p = _primary(faces)
         key = (len(faces), p.get("expression") if p else "none")
         if self._summary is None or self._summary[1] != key or now - self._summary[2] >= c.state_interval_s:
-            summary = {"faces": len(faces), "track_id": p.get("track_id") if p else None,
+            summary: dict[str, Any] = {"faces": len(faces), "track_id": p.get("track_id") if p else None,
                        "expression": p.get("expression") if p else "none",
                        "confidence": p.get("confidence") if p else None,
                        "probabilities": p.get("probabilities") if p else {},
@@ -421,7 +423,7 @@ class MqttSink:
         self.client.loop_stop()
         self.metrics.clear_health(self._component)
 
-    def stats(self) -> dict:
+    def stats(self) -> dict[str, Any]:
         with self._cv:
             return {"connected": self._connected, "buffered": len(self._buf), "sent": self.sent_results,
                     "overflow": self.overflow, "unflushed": self.unflushed, "connects": self.connects,

@@ -14,7 +14,7 @@ _COLOURS = {
 }
 
 
-def _faces(result: Any) -> list[dict]:
+def _faces(result: Any) -> list[dict[str, Any]]:
     if result is None:
         return []
     d = result.to_dict() if hasattr(result, "to_dict") else result
