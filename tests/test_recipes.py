@@ -88,6 +88,29 @@ def test_every_committed_recipe_validates():
     assert paper["fer2013_mobilenet"].test_accuracy == 60.91
 
 
+def test_a_toml_recipe_reads_like_its_yaml_or_says_what_python_it_needs(tmp_path, monkeypatch):
+    import builtins
+    import sys
+
+    yaml_file = tmp_path / "r.yaml"
+    yaml_file.write_text('row: "tiny"\ndata: synthetic\nmodel: face_vgg_tiny\nconvert:\n  epochs: 1\n')
+    toml_file = tmp_path / "r.toml"
+    toml_file.write_text('row = "tiny"\ndata = "synthetic"\nmodel = "face_vgg_tiny"\n[convert]\nepochs = 1\n')
+    if sys.version_info >= (3, 11):
+        assert load_recipe(toml_file) == load_recipe(yaml_file)
+    real_import = builtins.__import__
+
+    def no_tomllib(name, *args, **kwargs):
+        if name == "tomllib":
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.delitem(sys.modules, "tomllib", raising=False)
+    monkeypatch.setattr(builtins, "__import__", no_tomllib)
+    with pytest.raises(ConfigError, match="TOML recipes need Python 3.11"):
+        load_recipe(toml_file)
+
+
 def test_tta_is_checked_and_only_for_cv_recipes():
     with pytest.raises(ConfigError, match="flip"):
         parse_recipe({**BASE, "cv": {"folds": 2}, "tta": ["mirror"]})

@@ -161,13 +161,18 @@ def load_recipe(path: str | os.PathLike) -> Recipe:
     try:
         text = limits.read_limited(path, limits.MAX_CONFIG_BYTES, "recipe").decode("utf-8")
         if path.suffix.lower() == ".toml":
-            import tomllib
-
+            try:
+                import tomllib
+            except ImportError:  # Python 3.10: no TOML reader in the standard library
+                raise ConfigError(f"recipe {path}: TOML recipes need Python 3.11 or newer; "
+                                  "write it as YAML (converters/*.yaml)") from None
             data = tomllib.loads(text)
         else:
             data = limits.load_yaml(text, str(path))
     except LimitError as exc:
         raise ConfigError(str(exc)) from None
+    except ConfigError:
+        raise
     except Exception as exc:
         raise ConfigError(f"recipe {path} is not valid {path.suffix.lstrip('.').upper() or 'YAML'}: {exc}") from None
     return parse_recipe(data, path)
