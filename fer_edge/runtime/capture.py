@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from fer_edge.errors import FerEdgeError
-from fer_edge.runtime.sources import Frame, Source
+from fer_edge.runtime.sources import Frame, Source, SourceConfig
 
 log = logging.getLogger("fer_edge.runtime.capture")
 
@@ -63,8 +63,8 @@ class Mailbox:
 
 @dataclass
 class Backoff:
-    initial: float = 0.5
-    maximum: float = 30.0
+    initial: float = SourceConfig.model_fields["retry_initial_s"].default   # the source's retry settings
+    maximum: float = SourceConfig.model_fields["retry_max_s"].default
     factor: float = 2.0
 
     def delays(self):
