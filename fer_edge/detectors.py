@@ -7,6 +7,11 @@ tenth of a 640 px frame is still 30 px at 320) and scale the boxes back.
 
 In the core: the runtime detects with them, and the bench scores a model through the same detector
 (fer_edge.bench.photo_path) without importing the runtime.
+
+Each detector declares its settings beside it (`Config`, a pydantic model: the `detector:` section of the
+daemon's config is the union of the registered ones, told apart by `type`) and is built from them:
+`YuNetDetector(YuNetConfig(...))`, or `create_detector("yunet", min_face=30)`. Every default is written
+there, once.
 """
 
 from __future__ import annotations
@@ -16,9 +21,10 @@ import importlib.resources
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable, Literal, Protocol
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fer_edge.errors import ConfigError, ModelError
 from fer_edge.preprocess import resize_exact
@@ -57,6 +63,36 @@ class Detector(Protocol):
 
 
 DETECTORS: Registry[Callable[..., Detector]] = Registry("detector")
+DEFAULT_DETECTOR = "yunet"
+
+
+class DetectorConfig(BaseModel):
+    """The settings every detector takes (the daemon's `detector:` section); a detector's own model adds its
+    `type` name(s) and any field of its own."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str = Field(DEFAULT_DETECTOR, description="the detector: yunet | blazeface")
+    model: str | None = Field(None, description="the detector's model file; None = the one shipped in "
+                              "fer_edge/assets")
+    input_width: int = Field(320, ge=32, le=4096, description="detection runs on the frame scaled to this width "
+                             "(YuNet), and picamera2's low-res stream is this wide (lores_size: auto)")
+    score_threshold: float = Field(0.6, gt=0, lt=1, description="detections scoring below this are dropped")
+    nms_threshold: float = Field(0.3, gt=0, lt=1, description="overlap (IoU) above which two detections are "
+                                 "one face")
+    min_face: float = Field(20.0, ge=0, description="smallest face side, pixels in the full frame")
+    max_faces: int = Field(5, ge=1, le=100, description="at most this many faces, best first")
+    every: int = Field(1, ge=1, le=1000, description="detect on every Nth frame; track boxes in between")
+    threads: int | None = Field(None, ge=1, le=256, description="detector threads; None = the library's default "
+                                "(OpenCV's for YuNet, 1 for BlazeFace)")
+
+
+class YuNetConfig(DetectorConfig):
+    type: Literal["yunet"] = "yunet"
+
+
+class BlazeFaceConfig(DetectorConfig):
+    type: Literal["blazeface", "blazeface_short"] = "blazeface"
 
 
 @contextlib.contextmanager
@@ -89,12 +125,16 @@ class YuNetDetector:
     """OpenCV's YuNet (cv2.FaceDetectorYN) at `input_width` pixels wide; five landmarks per face."""
 
     name = "yunet"
+    Config = YuNetConfig
+    TOP_K = 50                # candidates YuNet keeps before its own NMS
 
-    def __init__(self, model: str | None = None, input_width: int = 320, score_threshold: float = 0.7,
-                 nms_threshold: float = 0.3, min_face: float = 20.0, max_faces: int = 5, top_k: int = 50,
-                 threads: int | None = None):
+    def __init__(self, config: YuNetConfig | None = None):
         import cv2
 
+        c = config or YuNetConfig()
+        model, input_width, threads = c.model, c.input_width, c.threads
+        score_threshold, nms_threshold, min_face, max_faces = c.score_threshold, c.nms_threshold, c.min_face, c.max_faces
+        top_k = self.TOP_K
         if not hasattr(cv2, "FaceDetectorYN"):
             raise ConfigError(f"OpenCV {cv2.__version__} has no FaceDetectorYN; install opencv-python-headless>=4.10")
         self.input_width, self.min_face, self.max_faces = int(input_width), float(min_face), int(max_faces)
@@ -198,12 +238,15 @@ class BlazeFaceDetector:
     """MediaPipe BlazeFace short range (128x128, faces within ~2 m) on the TFLite runtime fer-edge uses."""
 
     name = "blazeface"
+    Config = BlazeFaceConfig
     input_size = 128
 
-    def __init__(self, model: str | None = None, score_threshold: float = 0.5, nms_threshold: float = 0.3,
-                 min_face: float = 20.0, max_faces: int = 5, threads: int | None = 1, runtime: str | None = None):
+    def __init__(self, config: BlazeFaceConfig | None = None, runtime: str | None = None):
         from fer_edge.interpreter import find_runtime
 
+        c = config or BlazeFaceConfig()
+        model, threads = c.model, c.threads
+        score_threshold, nms_threshold, min_face, max_faces = c.score_threshold, c.nms_threshold, c.min_face, c.max_faces
         self.score_threshold, self.nms_threshold = float(score_threshold), float(nms_threshold)
         self.min_face, self.max_faces = float(min_face), int(max_faces)
         rt = find_runtime(runtime)
@@ -274,10 +317,23 @@ class BlazeFaceDetector:
         return _finalise(dets, self.min_face, self.max_faces)
 
 
-def create_detector(kind: str, **options) -> Detector:
-    """Build a detector by name; options it does not take (e.g. YuNet's input_width for BlazeFace) are left out."""
-    import inspect
+def detector_configs() -> list[type[DetectorConfig]]:
+    """The config model of every registered detector (the members of the daemon's `detector:` union)."""
+    return list(dict.fromkeys(cls.Config for cls in DETECTORS.objects()))
 
+
+def build_detector(config: DetectorConfig) -> Detector:
+    """The detector a config section describes."""
+    return DETECTORS.get(config.type)(config)
+
+
+def create_detector(kind: str = DEFAULT_DETECTOR, **options) -> Detector:
+    """Build a detector by name from keyword settings (its Config's fields; None = the default)."""
     cls = DETECTORS.get(kind)
-    accepted = inspect.signature(cls).parameters
-    return cls(**{k: v for k, v in options.items() if k in accepted and v is not None})
+    given = {k: v for k, v in options.items() if v is not None}
+    try:
+        config = cls.Config.model_validate({**given, "type": kind.lower()})
+    except ValidationError as exc:
+        raise ConfigError(f"{kind} detector: " + "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())) from None
+    return cls(config)

@@ -35,6 +35,10 @@ class Registry(Generic[T]):
         except KeyError:
             raise UnknownNameError(self.kind, name, list(self._items)) from None
 
+    def objects(self) -> list[T]:
+        """Each registered object once (aliases share one), in the order they were registered."""
+        return list({id(obj): obj for obj in self._items.values()}.values())
+
     def names(self) -> list[str]:
         return sorted(self._items)
 

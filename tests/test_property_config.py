@@ -15,10 +15,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fer_edge.errors import ConfigError
-from fer_edge.runtime.config import DaemonConfig, load_config
+from fer_edge.runtime.config import DaemonConfig, load_config, section_model
 
-SECTIONS = {name: list(getattr(field.annotation, "model_fields", {}) or [])
-            for name, field in DaemonConfig.model_fields.items()}
+# The keys of each section (a plugin section: its default plugin's; the source: what every source takes).
+SECTIONS = {name: list(getattr(section_model(DaemonConfig, name), "model_fields", {}) or [])
+            for name in DaemonConfig.model_fields}
 KNOWN_KEYS = sorted({k for keys in SECTIONS.values() for k in keys} | set(SECTIONS) |
                     {"type", "path", "device", "host", "port", "preview", "qos", "prefix", "rotate_mb"})
 

@@ -10,151 +10,25 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
-import hashlib
 import io
 import json
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fer_edge.atomic import atomic_write_text
-from fer_edge.convert.export import DEFAULT_INT8_OUTPUT
+# The settings tree (fer_edge.convert.settings), re-exported: scripts import ConvertConfig from here.
+from fer_edge.convert.settings import MODEL_SUFFIXES
+from fer_edge.convert.settings import TRAINING_KEYS as TRAINING_KEYS
+from fer_edge.convert.settings import ConvertConfig as ConvertConfig
 from fer_edge.errors import ConfigError, DataError, GateError, ModelError
 from fer_edge.preprocess import PreprocessSpec
 
-MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
-DEFAULT_VARIANTS = ["int8", "fp32"]
 BACKBONE_WEIGHTS = "backbone.weights.h5"
 TEST_SPLITS = ("test", "public_test", "private_test")
-# Settings that change what training produces: a checkpoint is resumed only when they all match.
-TRAINING_KEYS = ("model", "data", "kind", "input_size", "color", "weights", "alpha", "lrs", "seed", "batch_size",
-                 "class_weights", "augment", "val_fraction", "labels", "epochs", "fine_tune_epochs",
-                 "fine_tune_lr_factor", "patience", "dropout", "strategy", "bn", "sweep_epochs",
-                 "optimizer", "weight_decay", "warmup_epochs", "lr_floor", "label_smoothing", "class_weighting",
-                 "precision", "rotation", "erasing", "bn_momentum", "teachers", "distill_weight",
-                 "distill_temperature", "teacher_mirror")
-# Added after checkpoints existed: left out of the fingerprint while unset, so those still resume.
-LATER_KEYS = ("sweep_epochs", "optimizer", "weight_decay", "warmup_epochs", "lr_floor", "label_smoothing",
-              "class_weighting", "precision", "rotation", "erasing", "bn_momentum", "teachers", "distill_weight",
-              "distill_temperature", "teacher_mirror")
-
-
-class ConvertConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    model: str = Field("mobilenet", description="backbone name, or a .keras/.h5 model file to convert as is")
-    preset: Literal["auto", "paper", "scratch", "finetune"] = Field(
-        "auto", description="training settings for the fields not given (fer_edge.convert.presets): auto = "
-                            "scratch/finetune for face-native backbones (without/with weights), paper otherwise")
-    data: str | None = Field(None, description="class-per-folder tree or fer2013.csv; None = synthetic demo set")
-    kind: str = "auto"
-    out: Path | None = None
-    variants: list[Literal["fp32", "fp16", "dynamic", "int8"]] = Field(default_factory=lambda: list(DEFAULT_VARIANTS))
-    epochs: int = Field(2, ge=0)
-    fine_tune_epochs: int = Field(8, ge=0)
-    fine_tune_lr_factor: float = Field(1.0, gt=0, le=1)
-    input_size: int | None = Field(None, ge=8, le=1024)
-    color: Literal["grey", "rgb"] = "grey"
-    weights: str = "auto"
-    alpha: float | None = Field(None, gt=0)
-    lrs: list[float] = Field(default_factory=lambda: [1e-3])
-    seed: int = 0
-    batch_size: int = Field(32, ge=1)
-    class_weights: bool = True
-    augment: bool = True
-    val_fraction: float = Field(0.1, ge=0, lt=1)
-    labels: list[str] | None = None
-    strategy: str = "default"
-    patience: int = Field(5, ge=1)
-    dropout: float = Field(0.3, ge=0, lt=1)
-    bn: Literal["adapt", "frozen"] = "adapt"
-    sweep_epochs: int | None = Field(None, ge=1, description="rate race: every --lr trains this many epochs, "
-                                     "then only the best on validation trains on (None: each trains fully)")
-    # The from-scratch recipe (face-native backbones). None = the paper's fine-tuning behaviour.
-    optimizer: Optional[Literal["adam", "adamw"]] = Field(None, description="adam (default) or adamw")
-    weight_decay: Optional[float] = Field(None, ge=0, description="AdamW decoupled weight decay")
-    warmup_epochs: Optional[int] = Field(None, ge=0, description="linear warm-up epochs before the cosine")
-    lr_floor: Optional[float] = Field(None, ge=0, le=1, description="the cosine ends at lr x this (default 0.05)")
-    label_smoothing: Optional[float] = Field(None, ge=0, lt=1)
-    class_weighting: Optional[Literal["none", "sqrt", "inverse", "balanced"]] = Field(
-        None, description="loss weighting: none, sqrt, inverse (paper eq. 1), balanced (sampling); "
-                          "None: inverse unless class_weights is false")
-    precision: Optional[Literal["auto", "float32", "mixed_bfloat16"]] = Field(
-        None, description="training precision; auto = bfloat16 where the CPU has AMX/AVX512-BF16 (dense nets)")
-    rotation: Optional[float] = Field(None, ge=0, le=45, description="augmentation: max rotation, degrees")
-    erasing: Optional[float] = Field(None, ge=0, le=1, description="augmentation: random-erasing probability")
-    bn_momentum: Optional[float] = Field(None, gt=0, lt=1, description="BatchNorm momentum (default 0.9)")
-    teachers: list[str] = Field(default_factory=list, description="distil from these models (.tflite/.keras)")
-    distill_weight: Optional[float] = Field(None, ge=0, le=1, description="share of the teachers' soft "
-                                            "targets in the training target (default 0.5 with teachers)")
-    distill_temperature: Optional[float] = Field(None, gt=0, description="teacher temperature (default 1)")
-    teacher_mirror: Optional[bool] = Field(None, description="average each teacher over the mirror image too "
-                                           "(default true)")
-    tta: Literal["none", "flip"] = Field("none", description="test-time augmentation the exported models ask the "
-                                         "runtime and the bench to run them with (flip: average with the mirror)")
-    logit_adjust: bool = Field(True, description="after training, shift the output biases by tau x log prior "
-                               "with tau chosen on validation (mean recall and accuracy), when it helps")
-    calib_images: int = Field(300, ge=1)
-    int8_output: Literal["float", "uint8", "int8"] = Field(
-        DEFAULT_INT8_OUTPUT, description="output of the int8 model: float (int8 body, float32 head: no tied scores), "
-                             "uint8 or int8 (fully integer, plain post-training quantization)")
-    input_range: str = "-1,1"
-    max_drop: float | None = Field(None, ge=0)
-    max_class_drop: float | None = Field(None, ge=0)
-    eval_test: bool = True
-    resume: bool = True
-
-    @field_validator("lrs")
-    @classmethod
-    def _lrs(cls, v: list[float]) -> list[float]:
-        if not v:
-            raise ValueError("give at least one learning rate")
-        if any(not (0 < x < 1) for x in v):
-            raise ValueError(f"learning rates must be in (0, 1), got {v}")
-        return list(dict.fromkeys(float(x) for x in v))
-
-    @field_validator("variants")
-    @classmethod
-    def _variants(cls, v: list[str]) -> list[str]:
-        return list(dict.fromkeys(v)) or list(DEFAULT_VARIANTS)
-
-    @property
-    def is_model_file(self) -> bool:
-        return Path(self.model).suffix.lower() in MODEL_SUFFIXES
-
-    def resolved(self) -> "ConvertConfig":
-        """This config with its preset's values filled in for the fields not set explicitly."""
-        from fer_edge.convert.presets import auto_preset, preset_values
-
-        if self.is_model_file:
-            return self
-        from fer_edge.convert.backbones import get_backbone
-
-        name = self.preset
-        if name == "auto":
-            name = auto_preset(get_backbone(self.model).face_native, self.weights)
-        values = preset_values(name, set(self.model_fields_set))
-        out = self.model_copy(update=values) if values else self.model_copy()
-        # a copy keeps the fields set explicitly; the preset's count as set from now on (idempotent)
-        out.__pydantic_fields_set__ = set(self.model_fields_set) | set(values) | {"preset"}
-        object.__setattr__(out, "preset", name)
-        return out
-
-    def fingerprint(self) -> str:
-        d = self.model_dump(mode="json", include=set(TRAINING_KEYS))
-        for k in LATER_KEYS:
-            if d.get(k) in (None, []):
-                d.pop(k, None)
-        if self.teachers:
-            from fer_edge.convert.distill import file_sha256
-
-            d["teachers"] = [file_sha256(t) if Path(t).is_file() else t for t in self.teachers]
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -170,36 +44,35 @@ class ConvertResult:
 
 
 def train_config(cfg: ConvertConfig):
-    """The training settings of a conversion (fer_edge.convert.train.TrainConfig)."""
+    """The training settings of a conversion (fer_edge.convert.train.TrainConfig): each field the config's own
+    value, or for one left unset the default of the settings tree."""
+    import dataclasses
+
+    from fer_edge.convert.settings import effective
     from fer_edge.convert.train import TrainConfig
 
-    base = TrainConfig()
-    optional = {k: getattr(cfg, k) for k in ("optimizer", "weight_decay", "warmup_epochs", "lr_floor",
-                                             "label_smoothing", "class_weighting", "rotation", "erasing")}
-    optional = {k: v for k, v in optional.items() if v is not None}
-    return TrainConfig(epochs=cfg.epochs, fine_tune_epochs=cfg.fine_tune_epochs, lrs=cfg.lrs,
-                       fine_tune_lr_factor=cfg.fine_tune_lr_factor, batch_size=cfg.batch_size,
-                       class_weights=cfg.class_weights, augment=cfg.augment, patience=cfg.patience,
-                       seed=cfg.seed, strategy=cfg.strategy, bn=cfg.bn, sweep_epochs=cfg.sweep_epochs,
-                       precision=resolved_precision(cfg)[0],
-                       distill_weight=distill_weight(cfg) if cfg.teachers else base.distill_weight, **optional)
+    shared = [f.name for f in dataclasses.fields(TrainConfig)
+              if f.name in ConvertConfig.model_fields and f.name not in ("precision", "distill_weight")]
+    return TrainConfig(**{k: effective(cfg, k) for k in shared}, precision=resolved_precision(cfg)[0],
+                       distill_weight=distill_weight(cfg) if cfg.teachers else TrainConfig.distill_weight)
 
 
 def distill_weight(cfg: ConvertConfig) -> float:
-    from fer_edge.convert.distill import DEFAULT_WEIGHT
+    from fer_edge.convert.settings import effective
 
-    return DEFAULT_WEIGHT if cfg.distill_weight is None else cfg.distill_weight
+    return effective(cfg, "distill_weight")
 
 
 def resolved_precision(cfg: ConvertConfig) -> tuple[str, str]:
     """The dtype policy training runs under, and why (logged and written into the metadata)."""
     from fer_edge.convert.precision import resolve_precision
+    from fer_edge.convert.settings import effective
 
     if cfg.is_model_file:
         return "float32", "no training"
     from fer_edge.convert.backbones import get_backbone
 
-    return resolve_precision(cfg.precision or "float32", dense=get_backbone(cfg.model).face_native)
+    return resolve_precision(effective(cfg, "precision"), dense=get_backbone(cfg.model).face_native)
 
 
 def classifier_builder(cfg: ConvertConfig, preprocess: PreprocessSpec, n_classes: int):
@@ -207,9 +80,10 @@ def classifier_builder(cfg: ConvertConfig, preprocess: PreprocessSpec, n_classes
     from fer_edge.convert import backbones as bb
 
     def build():
+        from fer_edge.convert.settings import effective
+
         return bb.build_classifier(cfg.model, preprocess, n_classes, weights=cfg.weights, alpha=cfg.alpha,
-                                   dropout=cfg.dropout,
-                                   **({} if cfg.bn_momentum is None else {"bn_momentum": cfg.bn_momentum}))
+                                   dropout=cfg.dropout, bn_momentum=effective(cfg, "bn_momentum"))
 
     return build
 

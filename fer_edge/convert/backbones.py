@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from fer_edge.convert.settings import default
 from fer_edge.errors import ConfigError, WeightsNotFoundError
 from fer_edge.preprocess import PreprocessSpec
 from fer_edge.registry import Registry
@@ -280,7 +281,8 @@ def rescaling(x, input_range: str, name: str = "pixels_to_range"):
 
 
 def build_classifier(name: str, preprocess: PreprocessSpec, n_classes: int, weights: str = "none",
-                     alpha: float | None = None, dropout: float = 0.3, bn_momentum: float = 0.9):
+                     alpha: float | None = None, dropout: float = default("dropout"),
+                     bn_momentum: float = default("bn_momentum")):
     """A classifier on uint8-valued input (0..255) of `preprocess.shape`; returns (model, info).
 
     BatchNorm momentum is lowered from Keras' 0.99-0.9997 so that statistics re-estimated on face

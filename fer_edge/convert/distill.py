@@ -18,17 +18,19 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from fer_edge.convert.settings import default
 from fer_edge.errors import ConfigError, ModelError
 
 CACHE_VERSION = 1
-DEFAULT_WEIGHT = 0.5          # share of the teachers in the target (the measured pilot: TOOLCHAIN)
+# The share of the teachers in the target (0.5, the measured pilot: TOOLCHAIN), the temperature and the mirror
+# default are ConvertConfig's (fer_edge.convert.settings: distill_weight, distill_temperature, teacher_mirror).
 
 
 @dataclass(frozen=True)
 class DistillSettings:
     teachers: tuple[str, ...]
-    temperature: float = 1.0
-    mirror: bool = True
+    temperature: float = default("distill_temperature")
+    mirror: bool = default("teacher_mirror")
 
     @classmethod
     def of(cls, teachers, temperature: float | None, mirror: bool | None) -> "DistillSettings":

@@ -25,6 +25,7 @@ from typing import Callable
 import numpy as np
 
 from fer_edge.atomic import atomic_write_text
+from fer_edge.convert.settings import default
 from fer_edge.metrics import score
 
 PHASE_HEAD, PHASE_FULL = "head", "full"
@@ -32,29 +33,34 @@ PHASE_HEAD, PHASE_FULL = "head", "full"
 
 @dataclass
 class TrainConfig:
-    epochs: int = 2                   # phase 1: head only (pretrained) or whole net (from scratch), at lr
-    fine_tune_epochs: int = 8         # phase 2: whole network unfrozen, lr * factor cosine-decayed to 5%
-    lrs: list[float] = field(default_factory=lambda: [1e-3])
-    fine_tune_lr_factor: float = 1.0
-    batch_size: int = 32
-    class_weights: bool = True
-    augment: bool = True
-    patience: int = 5                 # epochs without a better validation mean recall before a phase ends
-    seed: int = 0
-    strategy: str = "default"
-    bn: str = "adapt"                 # "adapt" | "frozen": BatchNorm of a pretrained backbone when unfrozen
-    sweep_epochs: int | None = None   # rate race: every rate trains this many epochs, only the leader goes on
+    """The resolved training settings. Every default is the settings tree's (fer_edge.convert.settings), where
+    each field is described; fer_edge.convert.api.train_config builds one from a ConvertConfig."""
+
+    epochs: int = default("epochs")                       # phase 1: head only (pretrained) or whole net, at lr
+    fine_tune_epochs: int = default("fine_tune_epochs")   # phase 2: whole network, lr * factor cosine-decayed
+    lrs: list[float] = field(default_factory=lambda: default("lrs"))
+    fine_tune_lr_factor: float = default("fine_tune_lr_factor")
+    batch_size: int = default("batch_size")
+    class_weights: bool = default("class_weights")
+    augment: bool = default("augment")
+    patience: int = default("patience")
+    seed: int = default("seed")
+    strategy: str = default("strategy")
+    bn: str = default("bn")                               # "adapt" | "frozen"
+    sweep_epochs: int | None = default("sweep_epochs")   # rate race: only the leader goes on
     # The from-scratch recipe of the face-native backbones sets these; the defaults keep the paper's recipe.
-    optimizer: str = "adam"           # "adam" | "adamw" (decoupled weight decay, not on BatchNorm or biases)
-    weight_decay: float = 0.0
-    warmup_epochs: int = 0            # linear warm-up at the start of the full phase, then the cosine
-    lr_floor: float = 0.05            # the cosine ends at lr x this
-    label_smoothing: float = 0.0
-    class_weighting: str | None = None  # none | sqrt | inverse (eq. 1) | balanced (sampling); None: class_weights
-    precision: str = "float32"        # "float32" | "mixed_bfloat16" (resolved by fer_edge.convert.precision)
-    rotation: float = 0.0             # augmentation: max rotation in degrees (0 = off)
-    erasing: float = 0.0              # augmentation: probability of erasing one random rectangle
-    distill_weight: float = 0.0       # share of the teachers' soft targets in the training target
+    optimizer: str = default("optimizer")                 # "adam" | "adamw" (no decay on BatchNorm or biases)
+    weight_decay: float = default("weight_decay")
+    warmup_epochs: int = default("warmup_epochs")         # linear warm-up at the start of the full phase
+    lr_floor: float = default("lr_floor")                 # the cosine ends at lr x this
+    label_smoothing: float = default("label_smoothing")
+    class_weighting: str | None = default("class_weighting")  # None: inverse (eq. 1) unless class_weights is off
+    precision: str = default("precision")                 # "float32" | "mixed_bfloat16" (resolved already)
+    rotation: float = default("rotation")                 # augmentation: max rotation in degrees (0 = off)
+    erasing: float = default("erasing")                   # augmentation: probability of erasing a rectangle
+    # Share of the teachers' soft targets in the training target: none without teachers (with teachers, the
+    # settings tree's distill_weight).
+    distill_weight: float = 0.0
 
     @property
     def weighting(self) -> str:

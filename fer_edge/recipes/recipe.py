@@ -27,6 +27,8 @@ from typing import Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from fer_edge.atomic import atomic_write_text
+from fer_edge.convert.settings import default as convert_default
+from fer_edge.convert.settings import description as convert_description
 from fer_edge.errors import ConfigError, DataError, ModelError
 
 ROW_SCHEMA = "fer-edge-recipe-row/1"
@@ -65,7 +67,7 @@ class Recipe(BaseModel):
     row: str = Field(..., description="the row's label in the results table")
     table: str = Field("table1", description="results group: rows go to benchmarks/results/<table>/")
     data: str = Field(..., description="path relative to the shared folder (../shared), absolute, or 'synthetic'")
-    kind: str = "auto"
+    kind: str = Field(convert_default("kind"), description=convert_description("kind"))
     split: Optional[str] = Field(None, description="split reported (None: test, else public_test)")
     model: Optional[str] = Field(None, description="backbone name (fer-edge convert --model)")
     model_file: Optional[str] = Field(None, description="a finished Keras model, converted without training "

@@ -16,7 +16,7 @@ from typing import Callable
 from typing import Iterator
 
 from fer_edge.errors import FerEdgeError
-from fer_edge.runtime.sources import Frame, Source
+from fer_edge.runtime.sources import Frame, Source, SourceConfig
 
 log = logging.getLogger("fer_edge.runtime.capture")
 
@@ -64,8 +64,8 @@ class Mailbox:
 
 @dataclass
 class Backoff:
-    initial: float = 0.5
-    maximum: float = 30.0
+    initial: float = SourceConfig.model_fields["retry_initial_s"].default   # the source's retry settings
+    maximum: float = SourceConfig.model_fields["retry_max_s"].default
     factor: float = 2.0
 
     def delays(self) -> Iterator[float]:

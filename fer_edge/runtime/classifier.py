@@ -17,6 +17,7 @@ import numpy as np
 from fer_edge.errors import ConfigError
 from fer_edge.interpreter import TFLiteModel, default_threads, resolve_metadata
 from fer_edge.preprocess import PreprocessSpec
+from fer_edge.runtime.config import ClassifierConfig
 
 log = logging.getLogger("fer_edge.runtime.classifier")
 
@@ -25,7 +26,7 @@ class Classifier:
     def __init__(self, model: str | Path, threads: int | None = None, delegate: str | None = None,
                  runtime: str | None = None, labels: list[str] | None = None, input_size: int | None = None,
                  color: str | None = None, require_variant: str | None = None, tta: str | None = None,
-                 accelerator: str = "cpu"):
+                 accelerator: str = ClassifierConfig.model_fields["accelerator"].default):
         from fer_edge.tta import check_tta, with_tta
 
         self.threads = int(threads) if threads else default_threads()
@@ -46,6 +47,15 @@ class Classifier:
         self.spec: PreprocessSpec = self.model.metadata.preprocess
         self.labels: list[str] = self.model.labels
         self._predict_one = with_tta(self.model.predict_one, self.tta)
+
+    @classmethod
+    def from_config(cls, config: ClassifierConfig, model: str | Path) -> "Classifier":
+        """From the daemon's `classifier:` section (fer_edge.runtime.config.ClassifierConfig) and the model
+        file it resolves to (DaemonConfig.require_model)."""
+        c = config
+        return cls(model, threads=c.threads, delegate=c.delegate, runtime=c.runtime, labels=c.labels,
+                   input_size=c.input_size, color=c.color, require_variant=c.require_variant, tta=c.tta,
+                   accelerator=c.accelerator)
 
     def classify(self, crops: list[np.ndarray]) -> np.ndarray:
         """Model inputs (uint8, spec.shape each) -> probabilities (N, K)."""

@@ -15,45 +15,69 @@ from typing import Optional
 import typer
 
 
+# Each `run` flag and the field of the settings tree (fer_edge.runtime.config.DaemonConfig) it sets: its help
+# is the field's description and its default the field's, read from there; a flag not typed is not passed.
+FLAGS: dict[str, tuple[str, str]] = {
+    "model": ("classifier", "model"), "threads": ("classifier", "threads"), "delegate": ("classifier", "delegate"),
+    "accelerator": ("classifier", "accelerator"), "align": ("classifier", "align"), "labels": ("classifier", "labels"),
+    "input_size": ("classifier", "input_size"), "color": ("classifier", "color"),
+    "require_variant": ("classifier", "require_variant"), "tta": ("classifier", "tta"),
+    "loop": ("source", "loop"), "drop": ("source", "drop_stale"), "max_frames": ("source", "max_frames"),
+    "detector": ("detector", "type"), "detect_every": ("detector", "every"), "detect_width": ("detector", "input_width"),
+    "max_faces": ("detector", "max_faces"), "min_face": ("detector", "min_face"),
+    "score_threshold": ("detector", "score_threshold"), "log_level": ("logging", "level"),
+}
+
+
+def setting(section: str, key: str):
+    """The pydantic field behind `section.key` of the daemon's config (for a plugin section: the default plugin's)."""
+    from fer_edge.runtime.config import DaemonConfig, section_model
+
+    model = section_model(DaemonConfig, section)
+    assert model is not None, section
+    return model.model_fields[key]
+
+
+def _h(flag: str, text: str = "") -> str:
+    """A flag's help: `text`, or its field's description, and the field's default where it has one."""
+    info = setting(*FLAGS[flag])
+    text = text or info.description or ""
+    text = text[:1].upper() + text[1:]
+    if info.default not in (None, False):
+        text += f" (default {info.default})"
+    return text + "."
+
+
+# Each flag's help (module level: the option declarations only read it).
+H = {flag: _h(flag) for flag in FLAGS}
+H["labels_csv"] = H["labels"] + " Comma separated."
+
+
 def _overrides(model, source, outputs, loop, drop, threads, delegate, detector, detect_every, detect_width, max_faces,
                min_face, score_threshold, align, max_frames, log_level, labels=None, input_size=None, color=None,
                require_variant=None, tta=None, accelerator=None) -> dict:
     """Only the flags that were given, shaped like the config file (flags win over the file)."""
     from fer_edge.runtime.config import source_from_spec
 
+    given = dict(model=model, threads=threads, delegate=delegate, align=align,
+                 labels=[x.strip() for x in labels.split(",") if x.strip()] if labels else None,
+                 input_size=input_size, color=color, require_variant=require_variant, tta=tta,
+                 accelerator=accelerator.strip().lower() if accelerator else None,
+                 loop=True if loop else None, drop=drop, max_frames=max_frames, detector=detector,
+                 detect_every=detect_every, detect_width=detect_width, max_faces=max_faces, min_face=min_face,
+                 score_threshold=score_threshold, log_level=log_level.upper() if log_level else None)
     o: dict = {}
-
-    def put(section: str, key: str, value) -> None:
-        if value is not None:
-            o.setdefault(section, {})[key] = value
-
-    put("classifier", "model", model)
-    put("classifier", "threads", threads)
-    put("classifier", "delegate", delegate)
-    put("classifier", "align", align)
-    put("classifier", "labels", [x.strip() for x in labels.split(",") if x.strip()] if labels else None)
-    put("classifier", "input_size", input_size)
-    put("classifier", "color", color)
-    put("classifier", "require_variant", require_variant)
-    put("classifier", "tta", tta)
-    put("classifier", "accelerator", accelerator.strip().lower() if accelerator else None)
     if source is not None:
         o["source"] = source_from_spec(source)
-    put("source", "loop", True if loop else None)
-    put("source", "drop_stale", drop)
-    put("source", "max_frames", max_frames)
-    put("detector", "type", detector)
-    put("detector", "every", detect_every)
-    put("detector", "input_width", detect_width)
-    put("detector", "max_faces", max_faces)
-    put("detector", "min_face", min_face)
-    put("detector", "score_threshold", score_threshold)
+    for flag, value in given.items():
+        if value is not None:
+            section, key = FLAGS[flag]
+            o.setdefault(section, {})[key] = value
     if outputs:
         from fer_edge.runtime.sinks import parse_sink_url
 
         # Models, not dumps: a dump would mask an MQTT password as "**********".
         o["outputs"] = [parse_sink_url(s) for s in outputs]
-    put("logging", "level", log_level.upper() if log_level else None)
     return o
 
 
@@ -72,43 +96,37 @@ def register(app: typer.Typer) -> None:
     @app.command("run")
     def run_cmd(
         config: Optional[Path] = typer.Option(None, "--config", "-c", help="Daemon config (YAML); flags override it."),
-        model: Optional[Path] = typer.Option(None, "--model", "-m", help="The converted .tflite."),
+        model: Optional[Path] = typer.Option(None, "--model", "-m", help=H["model"]),
         source: Optional[str] = typer.Option(
             None, "--source", "-s", help="picamera2 | 0 | /dev/video0 | VIDEO | URL | IMAGE_DIR"),
         output: Optional[list[str]] = typer.Option(
             None, "--output", "-o", help="Sink, repeatable: jsonl:- | jsonl:PATH | mqtt://HOST:PORT/PREFIX | "
                                          "http://127.0.0.1:PORT (default jsonl:-)"),
-        loop: bool = typer.Option(False, "--loop", help="Replay a video file or image folder forever."),
-        drop: Optional[bool] = typer.Option(
-            None, "--drop/--no-drop", help="Keep only the newest frame when inference falls behind "
-                                          "(default: yes for cameras and streams, no for files)."),
-        threads: Optional[int] = typer.Option(None, "--threads", help="Classifier threads (default: all cores)."),
-        delegate: Optional[str] = typer.Option(
-            None, "--delegate", help="External delegate library (.so); falls back to the CPU if it cannot load."),
-        accelerator: Optional[str] = typer.Option(
-            None, "--accelerator", help="cpu (XNNPACK, default) | gpu (LiteRT CompiledModel; falls back to the CPU, "
-                                        "saying why, where there is no GPU adapter)."),
-        detector: Optional[str] = typer.Option(None, "--detector", help="yunet | blazeface"),
-        detect_every: Optional[int] = typer.Option(
-            None, "--detect-every", help="Detect on every Nth frame; track boxes in between."),
-        detect_width: Optional[int] = typer.Option(None, "--detect-width", help="YuNet input width (default 320)."),
-        max_faces: Optional[int] = typer.Option(None, "--max-faces"),
-        min_face: Optional[float] = typer.Option(None, "--min-face", help="Smallest face side, pixels."),
-        score_threshold: Optional[float] = typer.Option(None, "--score-threshold", help="Detector score floor."),
-        align: Optional[bool] = typer.Option(None, "--align/--no-align", help="Level the eyes before classifying."),
-        max_frames: Optional[int] = typer.Option(None, "--max-frames", help="Stop after N frames."),
-        labels: Optional[str] = typer.Option(
-            None, "--labels", help="Model without fer-edge metadata only: its labels in output order, comma separated."),
-        input_size: Optional[int] = typer.Option(None, "--input-size", help="Model without metadata only: input side."),
-        color: Optional[str] = typer.Option(None, "--color", help="Model without metadata only: grey | rgb."),
-        require_variant: Optional[str] = typer.Option(
-            None, "--require-variant", help="Refuse a model of another variant: fp32 | fp16 | dynamic | int8."),
-        tta: Optional[str] = typer.Option(
-            None, "--tta", help="Test-time augmentation: none | flip (average each face with its mirror "
-                                "image: +1 pp on FER2013, twice the classifier's cost)."),
-        log_level: Optional[str] = typer.Option(None, "--log-level", help="DEBUG | INFO | WARNING | ERROR"),
+        # Every default is None or False, "not typed": the config file and the settings tree fill the rest.
+        loop: bool = typer.Option(False, "--loop", help=H["loop"]),
+        drop: Optional[bool] = typer.Option(None, "--drop/--no-drop", help=H["drop"]),
+        threads: Optional[int] = typer.Option(None, "--threads", help=H["threads"]),
+        delegate: Optional[str] = typer.Option(None, "--delegate", help=H["delegate"]),
+        accelerator: Optional[str] = typer.Option(None, "--accelerator", help=H["accelerator"]),
+        detector: Optional[str] = typer.Option(None, "--detector", help=H["detector"]),
+        detect_every: Optional[int] = typer.Option(None, "--detect-every", help=H["detect_every"]),
+        detect_width: Optional[int] = typer.Option(None, "--detect-width", help=H["detect_width"]),
+        max_faces: Optional[int] = typer.Option(None, "--max-faces", help=H["max_faces"]),
+        min_face: Optional[float] = typer.Option(None, "--min-face", help=H["min_face"]),
+        score_threshold: Optional[float] = typer.Option(None, "--score-threshold", help=H["score_threshold"]),
+        align: Optional[bool] = typer.Option(None, "--align/--no-align", help=H["align"]),
+        max_frames: Optional[int] = typer.Option(None, "--max-frames", help=H["max_frames"]),
+        labels: Optional[str] = typer.Option(None, "--labels", help=H["labels_csv"]),
+        input_size: Optional[int] = typer.Option(None, "--input-size", help=H["input_size"]),
+        color: Optional[str] = typer.Option(None, "--color", help=H["color"]),
+        require_variant: Optional[str] = typer.Option(None, "--require-variant", help=H["require_variant"]),
+        tta: Optional[str] = typer.Option(None, "--tta", help=H["tta"]),
+        log_level: Optional[str] = typer.Option(None, "--log-level", help=H["log_level"]),
         validate_config: bool = typer.Option(
             False, "--validate-config", help="Check the configuration (and the model's metadata), then exit."),
+        print_config: bool = typer.Option(
+            False, "--print-config", help="Print the effective settings (the file, the flags on top, every default "
+                                          "filled in) as YAML, then exit."),
     ) -> None:
         """Run the camera -> face -> expression daemon."""
         from fer_edge.runtime.config import load_config
@@ -121,6 +139,11 @@ def register(app: typer.Typer) -> None:
 
             raise ConfigError("no source: pass --config FILE or --source picamera2|0|/dev/video0|VIDEO|URL|IMAGE_DIR")
         cfg = load_config(config, overrides)
+        if print_config:
+            from fer_edge.runtime.config import config_yaml
+
+            print(config_yaml(cfg), end="")
+            return
         if validate_config:
             _print_validated(cfg)
             return
@@ -136,7 +159,9 @@ def register(app: typer.Typer) -> None:
         model: Optional[Path] = typer.Option(None, "--model", "-m", help="Also load this .tflite and run it once."),
         threads: Optional[int] = typer.Option(None, "--threads"),
         delegate: Optional[str] = typer.Option(None, "--delegate"),
-        accelerator: str = typer.Option("cpu", "--accelerator", help="cpu | gpu: also try the model on the GPU."),
+        accelerator: Optional[str] = typer.Option(None, "--accelerator", help="cpu | gpu: also try the model on "
+                                                  "the GPU (default " + str(setting(*FLAGS["accelerator"]).default)
+                                                  + ")."),
         as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
     ) -> None:
         """Check this board: TFLite runtime and XNNPACK, CPU and OS, camera stack, and a model."""
@@ -144,6 +169,7 @@ def register(app: typer.Typer) -> None:
 
         from fer_edge.accelerator import check_accelerator
 
+        accelerator = accelerator or setting(*FLAGS["accelerator"]).default
         checks = run_checks(str(model) if model else None, threads, delegate, check_accelerator(accelerator))
         if as_json:
             print(json.dumps([c.as_dict() for c in checks], indent=2))

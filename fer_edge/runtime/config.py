@@ -20,84 +20,34 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from fer_edge.detectors import DEFAULT_DETECTOR, DETECTORS, detector_configs
+from fer_edge.detectors import DetectorConfig as DetectorConfig
 from fer_edge.errors import ConfigError
-from fer_edge.runtime.sinks import SinkConfigT, parse_sink_url
+from fer_edge.runtime.sinks import SINKS, parse_sink_url
 from fer_edge.runtime.sinks.config import redacted
+from fer_edge.runtime.sources import CameraSourceConfig as CameraSourceConfig
+from fer_edge.runtime.sources import ImagesSourceConfig as ImagesSourceConfig
+from fer_edge.runtime.sources import Picamera2SourceConfig as Picamera2SourceConfig
+from fer_edge.runtime.sources import SourceConfig as SourceConfig
+from fer_edge.runtime.sources import VideoSourceConfig as VideoSourceConfig
+from fer_edge.runtime.sources import source_configs
+from fer_edge.runtime.tracker import TrackerConfig
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class _SourceBase(_Strict):
-    # Replay a finite source (video file, image folder) forever.
-    loop: bool = False
-    # Drop stale frames (keep only the newest) - default: yes for cameras and streams, no for files.
-    drop_stale: bool | None = None
-    # Stop after this many frames (tests, batch jobs).
-    max_frames: int | None = Field(None, ge=1)
-    # Reopen a failing camera after 0.5 s, 1 s, 2 s ... up to retry_max_s.
-    retry_initial_s: float = Field(0.5, gt=0)
-    retry_max_s: float = Field(30.0, gt=0)
-    # A live source that delivers no frame for this long is stalled: health "degraded", the systemd
-    # watchdog is no longer fed (so systemd restarts the service), and the source is reopened.
-    stall_s: float = Field(10.0, gt=0)
-    # A camera that cannot deliver its first frame: keep retrying (true), or stop at once with the
-    # fix (false). Default: stop when run interactively (a terminal, not systemd), retry as a service.
-    wait_for_source: bool | None = None
+def _union(models: list) -> Any:
+    """A section that is one of several plugin configs, told apart by their `type`."""
+    return Annotated[Union[tuple(models)], Field(discriminator="type")]
 
 
-class Picamera2SourceConfig(_SourceBase):
-    type: Literal["picamera2"] = "picamera2"
-    size: tuple[int, int] = (640, 480)
-    # Low-res stream the detector reads: "auto" = as wide as the detector's input (detector.input_width)
-    # with the main stream's aspect ratio, [W, H] = that size, null = downscale the main stream instead.
-    lores_size: tuple[int, int] | Literal["auto"] | None = "auto"
-    framerate: float | None = Field(30.0, gt=0)
-    camera_num: int = Field(0, ge=0)
-
-
-class CameraSourceConfig(_SourceBase):
-    type: Literal["camera"] = "camera"
-    device: int | str = 0                         # index or /dev/videoN
-    size: tuple[int, int] | None = (640, 480)
-    fps: float | None = Field(30.0, gt=0)
-    fourcc: str | None = "MJPG"
-
-    @field_validator("fourcc")
-    @classmethod
-    def _fourcc(cls, v: str | None) -> str | None:
-        if v is not None and len(v) != 4:
-            raise ValueError(f"fourcc must be 4 characters (e.g. MJPG, YUYV), got {v!r}")
-        return v
-
-
-class VideoSourceConfig(_SourceBase):
-    type: Literal["video"] = "video"
-    path: str                                     # a file, or a stream URL (rtsp://, http://)
-    # Play a file at this rate, as a camera would deliver it (soak tests, demos); None: as fast as the
-    # pipeline reads. Streams come at their sender's rate.
-    fps: float | None = Field(None, gt=0, le=1000)
-
-    @model_validator(mode="after")
-    def _fps_files_only(self) -> "VideoSourceConfig":
-        from fer_edge.runtime.sources import is_url
-
-        if self.fps is not None and is_url(self.path):
-            raise ValueError(f"fps paces a video file; the stream {self.path} comes at its sender's rate: "
-                             "remove fps")
-        return self
-
-
-class ImagesSourceConfig(_SourceBase):
-    type: Literal["images"] = "images"
-    path: str
-
-
-SourceConfigT = Annotated[
-    Union[Picamera2SourceConfig, CameraSourceConfig, VideoSourceConfig, ImagesSourceConfig],
-    Field(discriminator="type"),
-]
+# The source, detector and sink sections: the union of the registered plugins' own config models
+# (fer_edge.runtime.sources, fer_edge.detectors, fer_edge.runtime.sinks), each declared beside its class.
+SourceConfigT = _union(source_configs())
+DetectorConfigT = _union(detector_configs())
+SinkConfigT = _union(list(dict.fromkeys(cls.Config for cls in SINKS.objects())))
 
 
 # The FER2013 model fer-edge ships (assets/models, see its NOTICE): what `run` classifies with when no
@@ -111,22 +61,27 @@ def default_model() -> Path | None:
 
 
 class ClassifierConfig(_Strict):
-    model: Path | None = None                     # the converted .tflite; None: the shipped FER2013 model
-    threads: int | None = Field(None, ge=1, le=256)   # default: every core this process may use
-    delegate: str | None = None                   # path of an external delegate library; falls back to CPU
-    # cpu: the interpreter with XNNPACK. gpu: LiteRT's CompiledModel on the GPU; falls back to the CPU,
-    # saying why, where there is no GPU adapter (fer_edge.accelerator).
-    accelerator: Literal["cpu", "gpu"] = "cpu"
-    runtime: Literal["ai_edge_litert", "tflite_runtime", "tensorflow"] | None = None
-    align: bool = False                           # level the eyes before classifying (needs landmarks)
-    tta: str | None = None                        # test-time augmentation: none | flip; None: the model's own
-    # Only for a .tflite exported elsewhere, without fer-edge metadata: its labels in output order,
-    # input side and colour (a model that carries metadata must not be contradicted).
-    labels: list[str] | None = Field(None, min_length=2)
-    input_size: int | None = Field(None, ge=8, le=1024)
-    color: Literal["grey", "rgb"] | None = None
-    # Refuse a model of any other variant, e.g. int8 for an integer-only accelerator.
-    require_variant: Literal["fp32", "fp16", "dynamic", "int8"] | None = None
+    model: Path | None = Field(None, description="the converted .tflite; None = the shipped FER2013 model")
+    threads: int | None = Field(None, ge=1, le=256, description="classifier threads; None = every core this "
+                                "process may use")
+    delegate: str | None = Field(None, description="path of an external delegate library (.so); falls back to "
+                                 "the CPU if it cannot load")
+    accelerator: Literal["cpu", "gpu"] = Field("cpu", description="cpu: the interpreter with XNNPACK; gpu: LiteRT's "
+                                               "CompiledModel on the GPU, falling back to the CPU, saying why, where "
+                                               "there is no GPU adapter")
+    runtime: Literal["ai_edge_litert", "tflite_runtime", "tensorflow"] | None = Field(
+        None, description="the TFLite runtime; None = the first that imports")
+    align: bool = Field(False, description="level the eyes before classifying (needs landmarks)")
+    tta: str | None = Field(None, description="test-time augmentation: none | flip (average each face with its "
+                            "mirror image: +1 pp on FER2013, twice the classifier's cost); None = the model's own")
+    # Only for a .tflite exported elsewhere, without fer-edge metadata (a model that carries metadata must not
+    # be contradicted).
+    labels: list[str] | None = Field(None, min_length=2, description="model without fer-edge metadata only: its "
+                                     "labels in output order")
+    input_size: int | None = Field(None, ge=8, le=1024, description="model without metadata only: input side")
+    color: Literal["grey", "rgb"] | None = Field(None, description="model without metadata only: grey | rgb")
+    require_variant: Literal["fp32", "fp16", "dynamic", "int8"] | None = Field(
+        None, description="refuse a model of any other variant, e.g. int8 for an integer-only accelerator")
 
     @field_validator("tta")
     @classmethod
@@ -136,43 +91,13 @@ class ClassifierConfig(_Strict):
         return None if v is None else check_tta(v)  # raises UnknownNameError with the valid names
 
 
-class DetectorConfig(_Strict):
-    type: str = "yunet"
-    model: str | None = None                      # default: the model shipped in fer_edge/assets
-    input_width: int = Field(320, ge=32, le=4096)  # YuNet runs on the frame scaled to this width
-    score_threshold: float = Field(0.6, gt=0, lt=1)
-    nms_threshold: float = Field(0.3, gt=0, lt=1)
-    min_face: float = Field(20.0, ge=0)           # pixels, in the full frame
-    max_faces: int = Field(5, ge=1, le=100)
-    every: int = Field(1, ge=1, le=1000)          # detect on every Nth frame; track in between
-    threads: int | None = Field(None, ge=1, le=256)
-
-    @field_validator("type")
-    @classmethod
-    def _known(cls, v: str) -> str:
-        from fer_edge.detectors import DETECTORS
-
-        DETECTORS.get(v)  # raises UnknownNameError with the valid names
-        return v.lower()
-
-
-class TrackerConfig(_Strict):
-    iou_threshold: float = Field(0.3, ge=0, le=1)
-    max_centre_distance: float = Field(0.5, ge=0)
-    max_missed: int = Field(5, ge=0)
-    smoothing: Literal["ema", "window", "none"] = "ema"
-    alpha: float = Field(0.4, gt=0, le=1)
-    window: int = Field(5, ge=1, le=1000)
-    uncertain_below: float = Field(0.45, ge=0, le=1)
-    hysteresis: float = Field(0.1, ge=0, le=1)
-
-
 class LoggingConfig(_Strict):
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level: DEBUG | INFO | "
+                                                                "WARNING | ERROR")
 
 
 class PrivacyConfig(_Strict):
-    forbid_frames: bool = False                   # true: any sink that would serve frames is an error
+    forbid_frames: bool = Field(False, description="true: any sink that would serve frames is an error")
 
 
 def _default_outputs() -> list:
@@ -180,13 +105,30 @@ def _default_outputs() -> list:
 
 
 class DaemonConfig(_Strict):
-    classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
-    source: SourceConfigT
-    detector: DetectorConfig = Field(default_factory=DetectorConfig)
-    tracker: TrackerConfig = Field(default_factory=TrackerConfig)
-    outputs: list[SinkConfigT] = Field(default_factory=_default_outputs)
+    """The daemon's settings tree: `fer-edge run`'s flags, a config file and the Python API read their defaults
+    here (and in the plugin configs it is made of); `fer-edge run --print-config` shows the effective ones."""
+
+    classifier: ClassifierConfig = Field(default_factory=ClassifierConfig, description="the expression model")
+    source: SourceConfigT = Field(..., description="where frames come from: picamera2 | camera | video | images")
+    detector: DetectorConfigT = Field(default_factory=lambda: DETECTORS.get(DEFAULT_DETECTOR).Config(),
+                                      description="the face detector: yunet | blazeface")
+    tracker: TrackerConfig = Field(default_factory=TrackerConfig, description="per-face tracks and smoothing")
+    outputs: list[SinkConfigT] = Field(default_factory=_default_outputs, description="sinks: jsonl | mqtt | http "
+                                       "(or their URLs)")
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+
+    @field_validator("detector", mode="before")
+    @classmethod
+    def _detector_type(cls, v: Any) -> Any:
+        # `type` may be left out (the default detector), written in any case, or an alias; an unknown name is
+        # an error that lists the valid ones.
+        if isinstance(v, dict):
+            kind = v.get("type", DEFAULT_DETECTOR)
+            if isinstance(kind, str):
+                DETECTORS.get(kind)  # raises UnknownNameError with the valid names
+                return {**v, "type": kind.lower()}
+        return v
 
     @field_validator("outputs", mode="before")
     @classmethod
@@ -268,10 +210,16 @@ def _strip(ann: Any) -> Any:
             return ann
 
 
+def _type_names(model: Any) -> tuple:
+    """The `type` names a plugin config answers to (its Literal's values)."""
+    field = model.model_fields.get("type") if _is_model(model) else None
+    return typing.get_args(field.annotation) if field is not None else ()
+
+
 def _tagged(ann: Any, tag: Any) -> Any:
     """The member of a discriminated union whose `type` is `tag`, or None."""
     for m in typing.get_args(ann):
-        if _is_model(m) and "type" in m.model_fields and m.model_fields["type"].default == tag:
+        if tag in _type_names(m):
             return m
     return None
 
@@ -297,14 +245,17 @@ def _shown(loc: tuple) -> str:
     """A dotted path as the user wrote it: without the union tags pydantic inserts."""
     parts = []
     for i, part in enumerate(loc):
-        after_union = i > 0 and (loc[i - 1] == "source" or isinstance(loc[i - 1], int))
+        after_union = i > 0 and (loc[i - 1] in _UNION_SECTIONS or isinstance(loc[i - 1], int))
         if after_union and isinstance(part, str) and part in _TAGS:
             continue
         parts.append(f"[{part}]" if isinstance(part, int) else ("." if parts else "") + str(part))
     return "".join(parts) or "(top level)"
 
 
-_TAGS = {"picamera2", "camera", "video", "images", "jsonl", "mqtt", "http"}
+# The sections that are a union of plugin configs, and the tags pydantic inserts into an error's location.
+_UNION_SECTIONS = ("source", "detector")
+_TAGS = {name for union in (SourceConfigT, DetectorConfigT, SinkConfigT)
+         for m in typing.get_args(_strip(union)) for name in _type_names(m)}
 
 
 def _describe(err: ValidationError, lines: YamlLines | None, source: str) -> str:
@@ -435,6 +386,32 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
     if overrides:
         data = merge(data, overrides)
     return build_config(data, lines, str(path) if path else "command line")
+
+
+def section_model(model: type[BaseModel], section: str) -> type[BaseModel] | None:
+    """The model of one section of `model`; for a section that is a union of plugin configs, the default
+    plugin's (detector: the default detector's) or, for the source, the fields every source takes; None for a
+    section that is no model (outputs: a list)."""
+    ann = _strip(model.model_fields[section].annotation)
+    if _is_model(ann):
+        return ann
+    if section == "source":
+        return SourceConfig
+    default = model.model_fields[section].get_default(call_default_factory=True)
+    return type(default) if isinstance(default, BaseModel) else None
+
+
+def effective_settings(cfg: DaemonConfig) -> dict:
+    """Every setting the daemon runs with, as plain data (secrets masked: an MQTT password shows as stars)."""
+    return cfg.model_dump(mode="json")
+
+
+def config_yaml(cfg: DaemonConfig) -> str:
+    """The effective settings as YAML a config file can start from."""
+    import yaml
+
+    return ("# fer-edge run: the effective settings (fer_edge.runtime.config.DaemonConfig)\n"
+            + yaml.safe_dump(effective_settings(cfg), sort_keys=False, allow_unicode=True))
 
 
 def source_from_spec(spec: str) -> dict:

@@ -24,14 +24,12 @@ from fer_edge.runtime.config import DaemonConfig
 from fer_edge.runtime.metrics import Metrics
 from fer_edge.runtime.pipeline import Pipeline
 from fer_edge.runtime.sdnotify import Notifier
-from fer_edge.runtime.sources import SOURCES, Frame, Source
-from fer_edge.runtime.tracker import LOST_SOURCE_ENDED, LOST_SOURCE_FAILED, Tracker, TrackerParams
+from fer_edge.runtime.sources import Frame, Source, build_source
+from fer_edge.runtime.tracker import LOST_SOURCE_ENDED, LOST_SOURCE_FAILED, Tracker
 
 log = logging.getLogger("fer_edge.runtime.daemon")
 
 STOP_BUDGET_S = 2.0          # SIGTERM -> exit, everything flushed
-_SOURCE_COMMON = {"type", "loop", "drop_stale", "max_frames", "retry_initial_s", "retry_max_s", "stall_s",
-                  "wait_for_source"}
 
 
 def interactive() -> bool:
@@ -47,35 +45,17 @@ def interactive() -> bool:
         return False
 
 
-def build_source(cfg: Any, on_skip=None, detect_width: int | None = None) -> Source:
-    """A source object from its config section, by registry name."""
-    options = {k: v for k, v in cfg.model_dump().items() if k not in _SOURCE_COMMON}
-    if cfg.type in ("images", "video") and on_skip is not None:
-        options["on_skip"] = on_skip
-    if cfg.type == "video":
-        # a stream that stops sending must end its read, so the capture can reconnect
-        options["timeout_s"] = cfg.stall_s
-    if cfg.type == "picamera2" and detect_width:
-        options["detect_width"] = detect_width  # lores_size "auto" sizes the low-res stream for it
-    return SOURCES.get(cfg.type)(**options)
-
-
 def build_pipeline(config: DaemonConfig, source_name: str = "", detector=None, classifier=None) -> Pipeline:
+    """Detector, classifier and tracker, each built from its own section of the config."""
+    from fer_edge.detectors import build_detector
     from fer_edge.runtime.classifier import Classifier
-    from fer_edge.detectors import create_detector
 
-    c = config.classifier
     if classifier is None:
-        classifier = Classifier(config.require_model(), threads=c.threads, delegate=c.delegate, runtime=c.runtime,
-                                labels=c.labels, input_size=c.input_size, color=c.color,
-                                require_variant=c.require_variant, tta=c.tta, accelerator=c.accelerator)
+        classifier = Classifier.from_config(config.classifier, config.require_model())
     if detector is None:
-        d = config.detector
-        detector = create_detector(d.type, model=d.model, input_width=d.input_width,
-                                   score_threshold=d.score_threshold, nms_threshold=d.nms_threshold,
-                                   min_face=d.min_face, max_faces=d.max_faces, threads=d.threads)
-    tracker = Tracker(classifier.labels, TrackerParams(**config.tracker.model_dump()))
-    return Pipeline(detector, classifier, tracker, detect_every=config.detector.every, align=c.align,
+        detector = build_detector(config.detector)
+    tracker = Tracker(classifier.labels, config.tracker)
+    return Pipeline(detector, classifier, tracker, detect_every=config.detector.every, align=config.classifier.align,
                     source_name=source_name)
 
 

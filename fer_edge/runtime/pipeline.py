@@ -23,7 +23,8 @@ import numpy as np
 
 from fer_edge.runtime.classifier import Classifier
 from fer_edge.runtime.crop import crop_for_model
-from fer_edge.detectors import Detector
+from fer_edge.detectors import Detector, DetectorConfig
+from fer_edge.runtime.config import ClassifierConfig
 from fer_edge.runtime.sources import Frame
 from fer_edge.runtime.tracker import LOST_SOURCE_ENDED, Tracker
 from fer_edge.runtime.types import FrameResult
@@ -32,8 +33,9 @@ STAGES = ("capture", "detect", "crop", "classify", "smooth", "publish")
 
 
 class Pipeline:
-    def __init__(self, detector: Detector, classifier: Classifier, tracker: Tracker, detect_every: int = 1,
-                 align: bool = False, source_name: str = ""):
+    def __init__(self, detector: Detector, classifier: Classifier, tracker: Tracker,
+                 detect_every: int = DetectorConfig.model_fields["every"].default,
+                 align: bool = ClassifierConfig.model_fields["align"].default, source_name: str = ""):
         self.detector, self.classifier, self.tracker = detector, classifier, tracker
         self.detect_every = max(1, int(detect_every))
         self.align = align

@@ -8,6 +8,10 @@ A source is a small object with `open()`, `read() -> Frame | None` (None = the s
 `close()`, and two facts: `finite` (files end; cameras do not) and `live` (frames that are not
 consumed in time are stale and may be dropped). A source that raises is reopened by the capture
 loop with `open(resume=position)`, so a finite source resumes where it failed instead of replaying.
+
+Each source declares its settings beside it (`Config`, a pydantic model; the daemon's `source:` section is
+the union of the registered ones, told apart by `type`) and is built from them with `Cls.from_config(cfg)`.
+Every default is written there, once: the constructors read theirs from it.
 """
 
 from __future__ import annotations
@@ -17,10 +21,12 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Literal, Protocol
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from fer_edge.detectors import DetectorConfig
 from fer_edge.errors import ConfigError, DataError
 from fer_edge.filenames import opencv_path, printable_name
 from fer_edge.registry import Registry
@@ -58,6 +64,89 @@ class Source(Protocol):
 
 
 SOURCES: Registry[Callable[..., Source]] = Registry("source")
+
+
+class SourceConfig(BaseModel):
+    """What every source section takes (the capture loop's settings); each source's model adds its own."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    loop: bool = Field(False, description="replay a finite source (video file, image folder) forever")
+    drop_stale: bool | None = Field(None, description="drop stale frames (keep only the newest); None = yes for "
+                                    "cameras and streams, no for files")
+    max_frames: int | None = Field(None, ge=1, description="stop after this many frames (tests, batch jobs)")
+    retry_initial_s: float = Field(0.5, gt=0, description="reopen a failing camera after this long, then "
+                                   "twice as long each time ...")
+    retry_max_s: float = Field(30.0, gt=0, description="... up to this long")
+    stall_s: float = Field(10.0, gt=0, description="a live source that delivers no frame for this long is "
+                           "stalled: health degraded, the systemd watchdog no longer fed, the source reopened")
+    wait_for_source: bool | None = Field(None, description="a camera that cannot deliver its first frame: keep "
+                                         "retrying (true) or stop at once with the fix (false); None = stop when "
+                                         "run from a terminal, retry as a service")
+
+
+class Picamera2SourceConfig(SourceConfig):
+    type: Literal["picamera2"] = "picamera2"
+    size: tuple[int, int] = Field((640, 480), description="main stream size [W, H]")
+    lores_size: tuple[int, int] | Literal["auto"] | None = Field(
+        "auto", description="low-res stream the detector reads: auto = as wide as the detector's input "
+        "(detector.input_width) with the main stream's aspect ratio, [W, H] = that size, null = downscale the "
+        "main stream instead")
+    framerate: float | None = Field(30.0, gt=0, description="frames per second asked of the camera")
+    camera_num: int = Field(0, ge=0, description="which camera")
+
+
+class CameraSourceConfig(SourceConfig):
+    type: Literal["camera"] = "camera"
+    device: int | str = Field(0, description="camera index or /dev/videoN")
+    size: tuple[int, int] | None = Field((640, 480), description="frame size [W, H] asked of the driver")
+    fps: float | None = Field(30.0, gt=0, description="frames per second asked of the driver")
+    fourcc: str | None = Field("MJPG", description="pixel format asked of the driver (MJPG, YUYV)")
+
+    @field_validator("fourcc")
+    @classmethod
+    def _fourcc(cls, v: str | None) -> str | None:
+        if v is not None and len(v) != 4:
+            raise ValueError(f"fourcc must be 4 characters (e.g. MJPG, YUYV), got {v!r}")
+        return v
+
+
+class VideoSourceConfig(SourceConfig):
+    type: Literal["video"] = "video"
+    path: str = Field(..., description="a video file, or a stream URL (rtsp://, http://)")
+    fps: float | None = Field(None, gt=0, le=1000,
+                              description="play a file at this rate, as a camera would deliver it (soak tests, "
+                                          "demos); null: as fast as the pipeline reads. Streams come at their "
+                                          "sender's rate")
+
+    @model_validator(mode="after")
+    def _fps_files_only(self) -> "VideoSourceConfig":
+        if self.fps is not None and is_url(self.path):
+            raise ValueError(f"fps paces a video file; the stream {self.path} comes at its sender's rate: "
+                             "remove fps")
+        return self
+
+
+class ImagesSourceConfig(SourceConfig):
+    type: Literal["images"] = "images"
+    path: str = Field(..., description="an image folder (class trees: DIR/happy/*.jpg)")
+
+
+def _default(model: type[BaseModel], name: str) -> Any:
+    return model.model_fields[name].default
+
+
+def source_configs() -> list[type[SourceConfig]]:
+    """The config model of every registered source (the members of the daemon's `source:` union)."""
+    return list(dict.fromkeys(cls.Config for cls in SOURCES.objects()))  # type: ignore[attr-defined]
+
+
+def build_source(config: SourceConfig, on_skip: Callable[[str, str], None] | None = None,
+                 detect_width: int | None = None) -> Source:
+    """The source a config section describes. `on_skip` hears of unreadable images or frames; `detect_width`
+    is the detector's input width (picamera2 sizes its low-res stream for it)."""
+    cls: Any = SOURCES.get(config.type)
+    return cls.from_config(config, on_skip=on_skip, detect_width=detect_width)
 
 
 def bgr_to_rgb(image: np.ndarray) -> np.ndarray:
@@ -187,9 +276,13 @@ class Picamera2Source:
 
     finite = False
     live = True
+    Config = Picamera2SourceConfig
 
-    def __init__(self, size: tuple[int, int] = (640, 480), lores_size: tuple[int, int] | str | None = "auto",
-                 framerate: float | None = 30.0, camera_num: int = 0, detect_width: int = 320,
+    def __init__(self, size: tuple[int, int] = _default(Config, "size"),
+                 lores_size: tuple[int, int] | str | None = _default(Config, "lores_size"),
+                 framerate: float | None = _default(Config, "framerate"),
+                 camera_num: int = _default(Config, "camera_num"),
+                 detect_width: int = _default(DetectorConfig, "input_width"),
                  factory: Callable[..., Any] | None = None, mapped_array: Callable[..., Any] | None = None):
         self.size = tuple(size)
         if lores_size == "auto":
@@ -202,6 +295,12 @@ class Picamera2Source:
         self._factory = factory
         self._mapped_array = mapped_array
         self._cam = None
+
+    @classmethod
+    def from_config(cls, config: Picamera2SourceConfig, on_skip=None, detect_width: int | None = None
+                    ) -> "Picamera2Source":
+        return cls(size=config.size, lores_size=config.lores_size, framerate=config.framerate,
+                   camera_num=config.camera_num, **({"detect_width": detect_width} if detect_width else {}))
 
     def open(self, resume: int = 0) -> None:
         factory = self._factory
@@ -294,14 +393,21 @@ class OpenCVCameraSource(_OpenCVCapture):
 
     finite = False
     live = True
+    Config = CameraSourceConfig
 
-    def __init__(self, device: int | str = 0, size: tuple[int, int] | None = (640, 480),
-                 fps: float | None = 30.0, fourcc: str | None = "MJPG"):
+    def __init__(self, device: int | str = _default(Config, "device"),
+                 size: tuple[int, int] | None = _default(Config, "size"),
+                 fps: float | None = _default(Config, "fps"), fourcc: str | None = _default(Config, "fourcc")):
         self.device = device
         self.size, self.fps, self.fourcc = size, fps, fourcc
         self.name = f"camera:{device}"
         self.position = 0
         self._cap = None
+
+    @classmethod
+    def from_config(cls, config: CameraSourceConfig, on_skip=None, detect_width: int | None = None
+                    ) -> "OpenCVCameraSource":
+        return cls(device=config.device, size=config.size, fps=config.fps, fourcc=config.fourcc)
 
     def open(self, resume: int = 0) -> None:
         import cv2
@@ -347,9 +453,15 @@ class VideoSource(_OpenCVCapture):
     # A file whose reads keep failing this many times in a row has ended; fewer, then a good frame,
     # were damaged frames (OpenCV returns False for both, so reading on is the only way to tell).
     MAX_UNREADABLE = 25
+    Config = VideoSourceConfig
+
+    @classmethod
+    def from_config(cls, config: VideoSourceConfig, on_skip=None, detect_width: int | None = None) -> "VideoSource":
+        # a stream that stops sending must end its read, so the capture can reconnect
+        return cls(config.path, on_skip=on_skip, timeout_s=config.stall_s, fps=config.fps)
 
     def __init__(self, path: str | os.PathLike, on_skip: Callable[[str, str], None] | None = None,
-                 timeout_s: float | None = None, fps: float | None = None):
+                 timeout_s: float | None = None, fps: float | None = _default(Config, "fps")):
         self.path = str(path)
         # A file played at a camera's pace (soak tests, demos): frame n is not handed out before
         # open + n/fps. A pipeline slower than that is not made to catch up in a burst afterwards.
@@ -439,6 +551,12 @@ class ImageFolderSource:
 
     finite = True
     live = False
+    Config = ImagesSourceConfig
+
+    @classmethod
+    def from_config(cls, config: ImagesSourceConfig, on_skip=None, detect_width: int | None = None
+                    ) -> "ImageFolderSource":
+        return cls(config.path, on_skip=on_skip)
 
     def __init__(self, path: str | os.PathLike, on_skip: Callable[[str, str], None] | None = None):
         self.path = Path(path)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from fer_edge.detectors import iou_matrix
 from fer_edge.runtime.types import Event, Face
@@ -28,16 +29,27 @@ LOST_SOURCE_ENDED = "source ended"  # a video file or image folder is over
 LOST_SOURCE_FAILED = "source failed"  # the capture stopped on an error it cannot retry
 
 
-@dataclass
-class TrackerParams:
-    iou_threshold: float = 0.3           # a detection overlapping a track at least this much may join it
-    max_centre_distance: float = 0.5     # ...or whose centre is this close, in units of the face size
-    max_missed: int = 5                  # detection rounds a track may miss before it is lost
-    smoothing: Literal["ema", "window", "none"] = "ema"
-    alpha: float = 0.4                   # EMA weight of the newest frame
-    window: int = 5                      # frames averaged by "window" smoothing
-    uncertain_below: float = 0.45        # smoothed top probability under this -> "uncertain"
-    hysteresis: float = 0.1              # a new state must beat the current one's score by this much
+class TrackerConfig(BaseModel):
+    """The tracker's settings (the daemon's `tracker:` section)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    iou_threshold: float = Field(0.3, ge=0, le=1, description="a detection overlapping a track at least this much "
+                                 "(IoU) may join it")
+    max_centre_distance: float = Field(0.5, ge=0, description="... or one whose centre is this close, in units of "
+                                       "the face size")
+    max_missed: int = Field(5, ge=0, description="detection rounds a track may miss before it is lost")
+    smoothing: Literal["ema", "window", "none"] = Field("ema", description="how probabilities are smoothed over "
+                                                        "frames: ema, window (a moving mean) or none")
+    alpha: float = Field(0.4, gt=0, le=1, description="EMA weight of the newest frame")
+    window: int = Field(5, ge=1, le=1000, description="frames averaged by window smoothing")
+    uncertain_below: float = Field(0.45, ge=0, le=1, description="a smoothed top probability under this is the "
+                                   "state 'uncertain'")
+    hysteresis: float = Field(0.1, ge=0, le=1, description="a new state must beat the current one's score by this "
+                              "much")
+
+
+TrackerParams = TrackerConfig   # the name the tracker's callers knew it by
 
 
 @dataclass

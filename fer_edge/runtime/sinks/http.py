@@ -273,6 +273,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 @SINKS.register("http")
 class HttpSink:
+    Config = HttpSinkConfig  # its settings (fer_edge.runtime.sinks.config); built as HttpSink(config, metrics)
     def __init__(self, config: HttpSinkConfig, metrics: Metrics | None = None):
         self.config = config
         self.name = config.name or "http"

@@ -31,6 +31,7 @@ class ReaderGone(Exception):
 
 @SINKS.register("jsonl")
 class JsonlSink:
+    Config = JsonlSinkConfig  # its settings (fer_edge.runtime.sinks.config); built as JsonlSink(config, metrics)
     wants_frames = False
 
     def __init__(self, config: JsonlSinkConfig, metrics: Metrics | None = None):

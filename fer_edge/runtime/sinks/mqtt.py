@@ -78,6 +78,7 @@ def _auth_hint(reason: str) -> str:
 
 @SINKS.register("mqtt")
 class MqttSink:
+    Config = MqttSinkConfig  # its settings (fer_edge.runtime.sinks.config); built as MqttSink(config, metrics)
     wants_frames = False
 
     def __init__(self, config: MqttSinkConfig, metrics: Metrics | None = None):
