@@ -204,22 +204,46 @@ def test_sd_notify_ready_watchdog_stopping(tmp_path, face_video, tiny_tflite):
     addr = str(tmp_path / "notify.sock")
     server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     server.bind(addr)
-    server.settimeout(0.1)
+    server.settimeout(0.5)
     notifier = Notifier({"NOTIFY_SOCKET": addr, "WATCHDOG_USEC": "100000"})
     assert notifier.watchdog_s == 0.1
     cfg = config(tiny_tflite["fp32"], video)
+    msgs: list[str] = []
+    done = threading.Event()
+
+    def manager() -> None:  # reads while the daemon runs, as systemd does (the queue holds only ~10)
+        while True:
+            try:
+                msgs.append(server.recv(4096).decode())
+            except socket.timeout:
+                if done.is_set():
+                    return
+
+    reader = threading.Thread(target=manager)
+    reader.start()
     assert Daemon(cfg, sinks=SinkSet([ListSink()]), notifier=notifier).run() == 0
-    msgs = []
-    while True:
-        try:
-            msgs.append(server.recv(4096).decode())
-        except socket.timeout:
-            break
+    done.set()
+    reader.join()
     server.close()
     assert msgs[0].startswith("READY=1\nSTATUS=running: video:")
     assert any(m == "WATCHDOG=1" for m in msgs)
     assert msgs[-1].startswith("STOPPING=1")
     assert msgs.index(next(m for m in msgs if m == "WATCHDOG=1")) > 0   # no watchdog before READY
+
+
+def test_a_manager_that_stops_reading_cannot_block_the_daemon(tmp_path):
+    """The receiver's queue fills (net.unix.max_dgram_qlen, 10 by default): sends fail at once, not hang."""
+    addr = str(tmp_path / "notify.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    server.bind(addr)
+    notifier = Notifier({"NOTIFY_SOCKET": addr})
+    try:
+        sent = [notifier.status(f"frame {i}") for i in range(500)]
+    finally:
+        notifier.close()
+        server.close()
+    assert sent[0] is True
+    assert sent.count(False) > 0 and all(not ok for ok in sent[sent.index(False):])
 
 
 def test_notifier_outside_systemd_is_silent_and_abstract_socket_names():

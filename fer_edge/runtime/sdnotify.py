@@ -41,9 +41,12 @@ class Notifier:
         try:
             if self._sock is None:
                 self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                # Non-blocking, as libsystemd's sd_notify: a manager that stops reading fills the
+                # receiver's queue (10 datagrams by default) and a blocking send would hang the daemon.
+                self._sock.setblocking(False)
             self._sock.sendto("\n".join(lines).encode(), self.address)
             return True
-        except OSError as exc:  # systemd gone or socket unwritable: never fatal for the daemon
+        except OSError as exc:  # systemd gone, its queue full, socket unwritable: never fatal for the daemon
             log.debug("sd_notify failed: %s", exc)
             return False
 
