@@ -88,26 +88,26 @@ def test_fp32_matches_keras_on_a_trained_model(converted, val_arrays):
 
 def test_int8_is_integer_in_its_body_with_a_float_head(converted):
     """The default int8 export: int8 pixels in, every convolution int8, only the dense head and softmax float."""
-    from fer_edge.convert.export import inspect_tflite
     from fer_edge.metadata import strip
+    from fer_edge.ops import analyse_tflite
 
-    info = inspect_tflite(strip((converted["out"] / "model_int8.tflite").read_bytes()))
-    assert info["input_dtype"] == "int8" and info["output_dtype"] == "float32"
-    assert info["conv_weight_dtypes"] == ["int8"] and info["float_ops_outside_head"] == []
-    assert info["weight_dtypes"] == ["float32", "int8"]             # the head's dense weights stay float
-    assert info["ops"].get("FULLY_CONNECTED") == 1 and info["ops"].get("SOFTMAX") == 1
-    assert not any(op.startswith("Flex") for op in info["ops"])
+    info = analyse_tflite(strip((converted["out"] / "model_int8.tflite").read_bytes()))
+    assert info.input_dtype == "int8" and info.output_dtype == "float32"
+    assert info.conv_weight_dtypes == ["int8"] and info.float_ops_outside_head == []
+    assert info.weight_dtypes == ["float32", "int8"]             # the head's dense weights stay float
+    assert info.ops.get("FULLY_CONNECTED") == 1 and info.ops.get("SOFTMAX") == 1
+    assert not any(op.startswith("Flex") for op in info.ops)
 
 
 def test_dynamic_and_fp16_weights(converted):
-    from fer_edge.convert.export import inspect_tflite
     from fer_edge.metadata import strip
+    from fer_edge.ops import analyse_tflite
 
-    dyn = inspect_tflite(strip((converted["out"] / "model_dynamic.tflite").read_bytes()))
-    assert dyn["input_dtype"] == "float32" and dyn["output_dtype"] == "float32"
-    assert "int8" in dyn["weight_dtypes"]
-    fp16 = inspect_tflite(strip((converted["out"] / "model_fp16.tflite").read_bytes()))
-    assert "DEQUANTIZE" in fp16["ops"] and fp16["input_dtype"] == "float32"
+    dyn = analyse_tflite(strip((converted["out"] / "model_dynamic.tflite").read_bytes()))
+    assert dyn.input_dtype == "float32" and dyn.output_dtype == "float32"
+    assert "int8" in dyn.weight_dtypes
+    fp16 = analyse_tflite(strip((converted["out"] / "model_fp16.tflite").read_bytes()))
+    assert "DEQUANTIZE" in fp16.ops and fp16.input_dtype == "float32"
     sizes = {v: (converted["out"] / f"model_{v}.tflite").stat().st_size for v in ("fp32", "fp16", "int8")}
     assert sizes["int8"] < sizes["fp16"] < sizes["fp32"]
 
