@@ -12,24 +12,10 @@ import math
 import numpy as np
 import pytest
 
+from conftest import texture_images
+
 LABELS = ["angry", "happy", "sad"]
 SIZE = 32
-
-
-def texture_images(n: int, size: int = SIZE, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """A generated 3-class set a translation-invariant network can learn (face-native nets pool globally,
-    so the position-coded conftest region set does not suit them): horizontal stripes, vertical stripes,
-    or a checkerboard, at a random phase and period, in noise."""
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, 3, n)
-    yy, xx = np.mgrid[0:size, 0:size]
-    x = np.empty((n, size, size, 1), np.uint8)
-    for i, c in enumerate(y):
-        period, phase = rng.integers(4, 8), rng.integers(0, 8)
-        h, v = ((yy + phase) // (period // 2)) % 2, ((xx + phase) // (period // 2)) % 2
-        pattern = (h, v, h ^ v)[c]
-        x[i, :, :, 0] = np.clip(60 + 120 * pattern + rng.normal(0, 25, (size, size)), 0, 255).astype(np.uint8)
-    return x, y
 
 
 def write_texture_tree(root, n: int = 360, seed: int = 0):
