@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -21,6 +20,7 @@ from fer_edge.errors import ConfigError, MetadataError, ModelError, RuntimeUnava
 from fer_edge.metadata import ModelMetadata, read_metadata
 
 if TYPE_CHECKING:
+    from fer_edge.ops import KernelReport
     from fer_edge.preprocess import PreprocessSpec
 
 RUNTIMES = ("ai_edge_litert", "tflite_runtime", "tensorflow")
@@ -123,26 +123,6 @@ def default_threads() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
         return max(1, os.cpu_count() or 1)
-
-
-@dataclass
-class OpSummary:
-    ops: Counter[str] = field(default_factory=Counter)
-    delegate_nodes: int = 0
-    int8_ops: int = 0
-    float_ops: int = 0
-
-    @property
-    def xnnpack(self) -> bool:
-        return self.delegate_nodes > 0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "ops": dict(self.ops),
-            "delegate_nodes": self.delegate_nodes,
-            "int8_ops": self.int8_ops,
-            "float_ops": self.float_ops,
-        }
 
 
 class TFLiteModel:
@@ -251,18 +231,9 @@ class TFLiteModel:
         return np.stack([self.predict_one(x) for x in batch]) if len(batch) else np.zeros(
             (0, len(self.labels)), np.float32)
 
-    def op_summary(self) -> OpSummary:
-        s = OpSummary()
-        tensors = {t["index"]: t for t in self._interp.get_tensor_details()}
-        for op in self._interp._get_ops_details():
-            name = op["op_name"]
-            s.ops[name] += 1
-            if name == "DELEGATE":
-                s.delegate_nodes += 1
-                continue
-            ins = [tensors[i]["dtype"] for i in op["inputs"] if i in tensors and i >= 0]
-            if any(np.dtype(d) in (np.int8, np.uint8, np.int16) for d in ins[:1]):
-                s.int8_ops += 1
-            else:
-                s.float_ops += 1
-        return s
+    def kernel_report(self) -> KernelReport:
+        """This interpreter's op analysis (fer_edge.ops): XNNPACK partitions, ops left on builtin kernels,
+        int8 / float ops and the I/O and weight dtypes."""
+        from fer_edge.ops import analyse_interpreter
+
+        return analyse_interpreter(self._interp)

@@ -78,6 +78,22 @@ def region_images(n: int, size: int = 32, seed: int = 0) -> tuple[np.ndarray, np
     return x, y
 
 
+def texture_images(n: int, size: int = 32, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A generated 3-class set a translation-invariant network can learn (face-native nets pool globally,
+    so the position-coded conftest region set does not suit them): horizontal stripes, vertical stripes,
+    or a checkerboard, at a random phase and period, in noise."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    yy, xx = np.mgrid[0:size, 0:size]
+    x = np.empty((n, size, size, 1), np.uint8)
+    for i, c in enumerate(y):
+        period, phase = rng.integers(4, 8), rng.integers(0, 8)
+        h, v = ((yy + phase) // (period // 2)) % 2, ((xx + phase) // (period // 2)) % 2
+        pattern = (h, v, h ^ v)[c]
+        x[i, :, :, 0] = np.clip(60 + 120 * pattern + rng.normal(0, 25, (size, size)), 0, 255).astype(np.uint8)
+    return x, y
+
+
 @pytest.fixture(scope="session")
 def tiny_tflite(tmp_path_factory) -> dict[str, Path]:
     """A trained 3-class 32x32 grey Keras model and its fp32 and int8 TFLite exports, with metadata."""

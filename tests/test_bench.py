@@ -254,6 +254,36 @@ def test_kernel_report_finds_ops_outside_the_delegate():
     assert rep.int8_ops == 4 and rep.float_ops == 1
 
 
+def test_op_analysis_reads_the_dtypes_the_export_is_checked_by():
+    """One analysis (fer_edge.ops) for the kernels and for the export's checks: I/O and weight dtypes, float ops
+    before the last DEQUANTIZE (outside a float head), float tensors; DELEGATE nodes are not model ops."""
+    from fer_edge.convert.export import verify
+    from fer_edge.errors import ModelError
+
+    f32, i8, i32 = np.float32, np.int8, np.int32
+    tensors = [{"index": i, "dtype": d} for i, d in enumerate([i8, i8, i8, i8, f32, f32, f32, f32, i32])]
+    ops = [
+        {"index": 0, "op_name": "CONV_2D", "inputs": [0, 2, 8], "outputs": [1]},
+        {"index": 1, "op_name": "DEQUANTIZE", "inputs": [1], "outputs": [4]},
+        {"index": 2, "op_name": "FULLY_CONNECTED", "inputs": [4, 5], "outputs": [6]},
+        {"index": 3, "op_name": "SOFTMAX", "inputs": [6], "outputs": [7]},
+        {"index": 4, "op_name": "DELEGATE", "inputs": [0, 2], "outputs": [1]},
+    ]
+    rep = analyse_ops(ops, tensors, inputs=[tensors[0]], outputs=[tensors[7]])
+    assert rep.input_dtype == "int8" and rep.output_dtype == "float32"
+    assert rep.weight_dtypes == ["float32", "int8"] and rep.conv_weight_dtypes == ["int8"]
+    assert rep.float_ops_outside_head == [] and rep.float_tensors == 4
+    assert "DELEGATE" not in rep.ops and rep.total_ops == 4 and rep.delegated_ops == 1
+    verify("int8", rep)                                            # the float-head int8 export passes
+    with pytest.raises(ModelError, match="not fully integer"):
+        verify("int8", analyse_ops(ops, tensors, inputs=[tensors[0]], outputs=[tensors[3]]))
+    # a float op before the last DEQUANTIZE is float outside the head
+    early = [{**ops[0], "inputs": [4, 2]}, *ops[1:]]
+    assert analyse_ops(early, tensors).float_ops_outside_head == ["CONV_2D"]
+    with pytest.raises(ModelError, match="non-builtin"):
+        verify("fp32", analyse_ops([{"index": 0, "op_name": "FlexConv2D", "inputs": [4], "outputs": [5]}], tensors))
+
+
 def test_pareto_front():
     pts = [(1.0, 70.0), (2.0, 72.0), (3.0, 71.0), (0.5, 60.0), (4.0, 80.0)]
     assert pareto_front(pts) == [3, 0, 1, 4]

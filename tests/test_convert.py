@@ -1,7 +1,12 @@
-"""fer-edge convert: a tiny real conversion (CLI -> fine-tune -> four TFLite variants), checked end to end."""
+"""fer-edge convert: a tiny real conversion (CLI -> fine-tune -> four TFLite variants), checked end to end.
+
+The default run trains the tiny face-native preset (face_vgg_tiny) on tiny generated images: seconds. The same
+end-to-end checks on MobileNet from the bundled ImageNet weights, and the ImageNet backbones' own checks, carry
+the `backbone` marker (`pytest -m backbone`, a step of its own in .ci/run)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -12,10 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import region_images, write_class_tree
+from conftest import region_images, texture_images, write_class_tree
 
 LABELS = ["angry", "happy", "sad"]
 SIZE = 32
+TINY = "face_vgg_tiny"     # the test backbone: the tiny face-native preset
 
 
 def write_region_tree(root: Path, n: int = 450, seed: int = 0) -> Path:
@@ -23,22 +29,39 @@ def write_region_tree(root: Path, n: int = 450, seed: int = 0) -> Path:
     return write_class_tree(root, *region_images(n, SIZE, seed), LABELS)
 
 
-@pytest.fixture(scope="module")
-def converted(tmp_path_factory):
-    """One real `fer-edge convert` run through the CLI: MobileNet a0.25 at 32 px from the bundled ImageNet
-    weights, two learning rates, all four variants."""
+def write_texture_tree(root: Path, n: int = 450, seed: int = 0) -> Path:
+    """The conftest 3-class texture images (stripes / checkerboard) as a class-per-folder PNG tree."""
+    return write_class_tree(root, *texture_images(n, SIZE, seed), LABELS)
+
+
+# What each backbone of the `converted` fixture trains on, with which flags, and the weights it records.
+CONVERT_RUNS = {
+    # The paper's recipe (as for MobileNet: class-weighted loss, fine-tuning schedule), from random weights; the
+    # textures because a face-native net pools globally and cannot see which third of the image is bright.
+    TINY: (write_texture_tree, ["--preset", "paper", "--fine-tune-epochs", "6"], "none"),
+    # MobileNet a0.25 from the bundled ImageNet weights; a flip would swap the left and right classes.
+    "mobilenet": (write_region_tree, ["--fine-tune-epochs", "3"], "imagenet:"),
+}
+
+
+@pytest.fixture(scope="module", params=[TINY, pytest.param("mobilenet", marks=pytest.mark.backbone)])
+def converted(request, tmp_path_factory):
+    """One real `fer-edge convert` run through the CLI at 32 px, two learning rates, all four variants: the tiny
+    face-native backbone (default run) and MobileNet from ImageNet weights (`-m backbone`)."""
     from fer_edge.cli import main
 
+    backbone = request.param
+    write_tree, flags, weights = CONVERT_RUNS[backbone]
     base = tmp_path_factory.mktemp("convert")
-    data = write_region_tree(base / "faces")
+    data = write_tree(base / "faces")
     out = base / "out"
-    rc = main(["convert", "--model", "mobilenet", "--data", str(data), "--out", str(out), "--int8", "--fp32",
-               "--fp16", "--dynamic", "--input-size", str(SIZE), "--epochs", "0", "--fine-tune-epochs", "3",
+    rc = main(["convert", "--model", backbone, "--data", str(data), "--out", str(out), "--int8", "--fp32",
+               "--fp16", "--dynamic", "--input-size", str(SIZE), "--epochs", "0", *flags,
                "--lr", "2e-3", "--lr", "1e-6", "--seed", "0", "--batch-size", "32", "--calib-images", "60",
-               "--no-augment"])  # a flip would swap the left and right classes of these images
+               "--no-augment"])
     assert rc == 0
     record = json.loads((out / "convert.json").read_text())
-    return {"out": out, "data": data, "record": record}
+    return {"out": out, "data": data, "record": record, "backbone": backbone, "weights": weights}
 
 
 @pytest.fixture(scope="module")
@@ -88,26 +111,26 @@ def test_fp32_matches_keras_on_a_trained_model(converted, val_arrays):
 
 def test_int8_is_integer_in_its_body_with_a_float_head(converted):
     """The default int8 export: int8 pixels in, every convolution int8, only the dense head and softmax float."""
-    from fer_edge.convert.export import inspect_tflite
     from fer_edge.metadata import strip
+    from fer_edge.ops import analyse_tflite
 
-    info = inspect_tflite(strip((converted["out"] / "model_int8.tflite").read_bytes()))
-    assert info["input_dtype"] == "int8" and info["output_dtype"] == "float32"
-    assert info["conv_weight_dtypes"] == ["int8"] and info["float_ops_outside_head"] == []
-    assert info["weight_dtypes"] == ["float32", "int8"]             # the head's dense weights stay float
-    assert info["ops"].get("FULLY_CONNECTED") == 1 and info["ops"].get("SOFTMAX") == 1
-    assert not any(op.startswith("Flex") for op in info["ops"])
+    info = analyse_tflite(strip((converted["out"] / "model_int8.tflite").read_bytes()))
+    assert info.input_dtype == "int8" and info.output_dtype == "float32"
+    assert info.conv_weight_dtypes == ["int8"] and info.float_ops_outside_head == []
+    assert info.weight_dtypes == ["float32", "int8"]             # the head's dense weights stay float
+    assert info.ops.get("FULLY_CONNECTED") == 1 and info.ops.get("SOFTMAX") == 1
+    assert not any(op.startswith("Flex") for op in info.ops)
 
 
 def test_dynamic_and_fp16_weights(converted):
-    from fer_edge.convert.export import inspect_tflite
     from fer_edge.metadata import strip
+    from fer_edge.ops import analyse_tflite
 
-    dyn = inspect_tflite(strip((converted["out"] / "model_dynamic.tflite").read_bytes()))
-    assert dyn["input_dtype"] == "float32" and dyn["output_dtype"] == "float32"
-    assert "int8" in dyn["weight_dtypes"]
-    fp16 = inspect_tflite(strip((converted["out"] / "model_fp16.tflite").read_bytes()))
-    assert "DEQUANTIZE" in fp16["ops"] and fp16["input_dtype"] == "float32"
+    dyn = analyse_tflite(strip((converted["out"] / "model_dynamic.tflite").read_bytes()))
+    assert dyn.input_dtype == "float32" and dyn.output_dtype == "float32"
+    assert "int8" in dyn.weight_dtypes
+    fp16 = analyse_tflite(strip((converted["out"] / "model_fp16.tflite").read_bytes()))
+    assert "DEQUANTIZE" in fp16.ops and fp16.input_dtype == "float32"
     sizes = {v: (converted["out"] / f"model_{v}.tflite").stat().st_size for v in ("fp32", "fp16", "int8")}
     assert sizes["int8"] < sizes["fp16"] < sizes["fp32"]
 
@@ -123,7 +146,7 @@ def test_metadata_round_trips_and_metrics_are_real(converted, val_arrays):
         meta = read_metadata(out / f"model_{v}.tflite")
         assert meta.variant == v and meta.labels == LABELS
         assert meta.preprocess.input_size == SIZE and meta.preprocess.color == "grey"
-        assert meta.backbone == "mobilenet" and meta.weights.startswith("imagenet:")
+        assert meta.backbone == converted["backbone"] and meta.weights.startswith(converted["weights"])
         assert meta.tool_versions.get("tensorflow")
         # the validation metrics inside the file are those of this very file
         probs = TFLiteModel(out / f"model_{v}.tflite").predict(x)
@@ -183,6 +206,7 @@ def test_missing_imagenet_weights_name_the_file(capsys, monkeypatch, tmp_path):
     assert "Traceback" not in err
 
 
+@pytest.mark.backbone
 def test_imagenet_weights_load_from_keras_home(monkeypatch, tmp_path):
     """A file in $KERAS_HOME/models wins over the bundled copy, and its values really land in the backbone."""
     import shutil
@@ -206,6 +230,7 @@ def test_imagenet_weights_load_from_keras_home(monkeypatch, tmp_path):
     np.testing.assert_array_equal(model.get_layer("backbone").get_layer("conv1").get_weights()[0], kernel)
 
 
+@pytest.mark.backbone
 def test_backbone_input_adaptation():
     """Grey input is tiled to RGB inside the model; v1 rescales to [-1,1], v3 brings its own rescaling."""
     from fer_edge.convert import backbones as bb
@@ -255,7 +280,7 @@ def test_interrupted_export_leaves_no_model(converted, val_arrays, tmp_path, mon
     x, y = val_arrays
     model = keras.models.load_model(converted["out"] / "model_float.keras")
     inp = ex.ExportInputs(model=model, labels=LABELS, preprocess=PreprocessSpec(input_size=SIZE, color="grey"),
-                          backbone="mobilenet", weights="test", variants=["fp32", "int8"],
+                          backbone=converted["backbone"], weights="test", variants=["fp32", "int8"],
                           calib=ex.calibration_set(x, y, LABELS, 20), x_val=x, y_val=y)
     real = ex.convert_variant
 
@@ -287,7 +312,7 @@ def test_gate_rejects_and_keeps_failed_variant_aside(converted, val_arrays, tmp_
     x, y = val_arrays
     model = keras.models.load_model(converted["out"] / "model_float.keras")
     inp = ex.ExportInputs(model=model, labels=LABELS, preprocess=PreprocessSpec(input_size=SIZE, color="grey"),
-                          backbone="mobilenet", weights="test", variants=["fp32"], calib=None, x_val=x, y_val=y,
+                          backbone=converted["backbone"], weights="test", variants=["fp32"], calib=None, x_val=x, y_val=y,
                           max_drop=-1.0)  # any result "drops" more than -1 pp: the gate must fire
     with pytest.raises(GateError, match="fp32: accuracy fell"):
         ex.export_all(inp, tmp_path / "o")
@@ -297,20 +322,32 @@ def test_gate_rejects_and_keeps_failed_variant_aside(converted, val_arrays, tmp_
 
 
 def _tiny_train_data(n=192, seed=0):
-    x, y = region_images(n, SIZE, seed)
-    xv, yv = region_images(48, SIZE, seed + 1)
+    x, y = texture_images(n, SIZE, seed)
+    xv, yv = texture_images(48, SIZE, seed + 1)
     return {"x_train": x, "y_train": y, "x_val": xv, "y_val": yv}
 
 
-def _build():
+def _build(weights: str = "none"):
     from fer_edge.convert import backbones as bb
     from fer_edge.preprocess import PreprocessSpec
 
-    return bb.build_classifier("mobilenet", PreprocessSpec(input_size=SIZE, color="grey"), 3, "imagenet")
+    return bb.build_classifier(TINY, PreprocessSpec(input_size=SIZE, color="grey"), 3, weights)
 
 
-def test_resume_after_interruption_continues_where_it_stopped(tmp_path):
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory) -> Path:
+    """A tiny backbone's weights file: `--weights PATH` makes a model pretrained, as ImageNet weights do (the head
+    phase freezes the backbone), without an ImageNet network."""
+    from fer_edge.convert import backbones as bb
+
+    model, _ = _build()
+    return bb.save_backbone_weights(model, tmp_path_factory.mktemp("tiny_weights") / "tiny.weights.h5")
+
+
+def test_resume_after_interruption_continues_where_it_stopped(tmp_path, pretrained):
     from fer_edge.convert.train import TrainConfig, train
+
+    build = functools.partial(_build, str(pretrained))
 
     cfg = TrainConfig(epochs=1, fine_tune_epochs=2, lrs=[2e-3], batch_size=32, seed=0)
     data = _tiny_train_data(96)
@@ -325,24 +362,26 @@ def test_resume_after_interruption_continues_where_it_stopped(tmp_path):
             raise Stop
 
     with pytest.raises(Stop):
-        train(_build, data, LABELS, cfg, tmp_path, on_epoch=stop_after_two)
+        train(build, data, LABELS, cfg, tmp_path, on_epoch=stop_after_two)
     state = json.loads((tmp_path / "lr_2e-3" / "state.json").read_text())
     assert state["epochs_done"] == 2 and not state["done"]
     resumed_epochs = []
-    res = train(_build, data, LABELS, cfg, tmp_path, on_epoch=lambda r: resumed_epochs.append(r["epoch"]))
+    res = train(build, data, LABELS, cfg, tmp_path, on_epoch=lambda r: resumed_epochs.append(r["epoch"]))
     assert resumed_epochs == [3]  # only the missing epoch ran
     run = res.runs[0]
     assert run.done and [r["epoch"] for r in run.history] == [1, 2, 3]
     # a finished lr is not trained again
     again = []
-    train(_build, data, LABELS, cfg, tmp_path, on_epoch=lambda r: again.append(r))
+    train(build, data, LABELS, cfg, tmp_path, on_epoch=lambda r: again.append(r))
     assert again == []
 
 
-def test_rate_race_trains_only_the_leader_on_and_resumes(tmp_path):
+def test_rate_race_trains_only_the_leader_on_and_resumes(tmp_path, pretrained):
     """--sweep-epochs: every rate trains the race's epochs, the validation leader alone finishes its
     plan; an interruption after the race resumes the leader, not the race."""
     from fer_edge.convert.train import TrainConfig, train
+
+    build = functools.partial(_build, str(pretrained))
 
     cfg = TrainConfig(epochs=0, fine_tune_epochs=3, lrs=[2e-3, 1e-6], batch_size=32, seed=0, sweep_epochs=1)
     data = _tiny_train_data(96)
@@ -357,7 +396,7 @@ def test_rate_race_trains_only_the_leader_on_and_resumes(tmp_path):
             raise Stop
 
     with pytest.raises(Stop):
-        train(_build, data, LABELS, cfg, tmp_path, on_epoch=stop_in_leader)
+        train(build, data, LABELS, cfg, tmp_path, on_epoch=stop_in_leader)
     race = seen[:2]
     assert [(r["lr"], r["epoch"]) for r in race] == [(2e-3, 1), (1e-6, 1)]
     # the choice rule: validation mean recall, then accuracy, then the lower rate
@@ -369,7 +408,7 @@ def test_rate_race_trains_only_the_leader_on_and_resumes(tmp_path):
     assert loser["done"] and loser["epochs_done"] == 1 and "rate race" in loser["note"]
     assert not (tmp_path / tag[lost_lr] / "last.keras").exists()
     resumed = []
-    res = train(_build, data, LABELS, cfg, tmp_path, on_epoch=lambda r: resumed.append((r["lr"], r["epoch"])))
+    res = train(build, data, LABELS, cfg, tmp_path, on_epoch=lambda r: resumed.append((r["lr"], r["epoch"])))
     assert resumed == [(lead_lr, 3)]
     assert res.best_lr == lead_lr
     lead = next(r for r in res.runs if r.lr == lead_lr)
@@ -385,13 +424,15 @@ def test_sweep_epochs_leaves_old_fingerprints_alone():
     assert ConvertConfig().fingerprint() != ConvertConfig(sweep_epochs=1).fingerprint()
 
 
-def test_training_is_deterministic_with_a_seed(tmp_path):
+def test_training_is_deterministic_with_a_seed(tmp_path, pretrained):
     from fer_edge.convert.train import TrainConfig, train
+
+    build = functools.partial(_build, str(pretrained))
 
     cfg = TrainConfig(epochs=0, fine_tune_epochs=1, lrs=[2e-3], batch_size=32, seed=5)
     data = _tiny_train_data(96)
-    a = train(_build, data, LABELS, cfg, tmp_path / "a")
-    b = train(_build, data, LABELS, cfg, tmp_path / "b")
+    a = train(build, data, LABELS, cfg, tmp_path / "a")
+    b = train(build, data, LABELS, cfg, tmp_path / "b")
     assert [r["loss"] for r in a.runs[0].history] == [r["loss"] for r in b.runs[0].history]
     for wa, wb in zip(a.model.get_weights(), b.model.get_weights()):
         np.testing.assert_array_equal(wa, wb)
@@ -420,14 +461,14 @@ STRATEGY_SCRIPT = textwrap.dedent("""
     from test_convert import LABELS, _build, _tiny_train_data
     from fer_edge.convert.train import TrainConfig, train
     cfg = TrainConfig(epochs=0, fine_tune_epochs=2, lrs=[2e-3], batch_size=32, strategy="mirrored")
-    res = train(_build, _tiny_train_data(96), LABELS, cfg, Path(sys.argv[1]))
+    res = train(lambda: _build(sys.argv[3]), _tiny_train_data(96), LABELS, cfg, Path(sys.argv[1]))
     print(json.dumps({"replicas": res.n_replicas, "loss": [r["loss"] for r in res.runs[0].history]}))
 """)
 
 
-def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
+def test_mirrored_strategy_on_two_logical_cpus(tmp_path, pretrained):
     tests_dir = str(Path(__file__).resolve().parent)
-    proc = subprocess.run([sys.executable, "-c", STRATEGY_SCRIPT, str(tmp_path), tests_dir],
+    proc = subprocess.run([sys.executable, "-c", STRATEGY_SCRIPT, str(tmp_path), tests_dir, str(pretrained)],
                           capture_output=True, text=True, timeout=300,
                           env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -91,4 +91,6 @@ def test_tflite_fp32_and_int8_agree_with_keras(tiny_tflite):
     int8 = TFLiteModel(tiny_tflite["int8"], threads=1)
     assert int8.input_dtype == np.uint8
     assert (int8.predict(x).argmax(1) == ref.argmax(1)).mean() > 0.95
-    assert int8.op_summary().int8_ops > 0
+    rep = int8.kernel_report()                                        # the core's op analysis, on this interpreter
+    assert rep.int8_ops > 0 and rep.input_dtype == "uint8" and rep.output_dtype == "uint8"
+    assert rep.float_tensors == 0 and rep.conv_weight_dtypes == ["int8"]

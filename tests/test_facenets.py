@@ -12,24 +12,10 @@ import math
 import numpy as np
 import pytest
 
+from conftest import texture_images
+
 LABELS = ["angry", "happy", "sad"]
 SIZE = 32
-
-
-def texture_images(n: int, size: int = SIZE, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """A generated 3-class set a translation-invariant network can learn (face-native nets pool globally,
-    so the position-coded conftest region set does not suit them): horizontal stripes, vertical stripes,
-    or a checkerboard, at a random phase and period, in noise."""
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, 3, n)
-    yy, xx = np.mgrid[0:size, 0:size]
-    x = np.empty((n, size, size, 1), np.uint8)
-    for i, c in enumerate(y):
-        period, phase = rng.integers(4, 8), rng.integers(0, 8)
-        h, v = ((yy + phase) // (period // 2)) % 2, ((xx + phase) // (period // 2)) % 2
-        pattern = (h, v, h ^ v)[c]
-        x[i, :, :, 0] = np.clip(60 + 120 * pattern + rng.normal(0, 25, (size, size)), 0, 255).astype(np.uint8)
-    return x, y
 
 
 def write_texture_tree(root, n: int = 360, seed: int = 0):
@@ -217,7 +203,6 @@ def test_scratch_recipe_trains_and_records_itself(face_runs):
 
 def test_float_head_int8_runs_entirely_in_xnnpack_and_matches_float(face_runs):
     from fer_edge.ops import analyse_tflite
-    from fer_edge.convert.export import inspect_tflite
     from fer_edge.data.load import load_arrays
     from fer_edge.data.readers import open_dataset
     from fer_edge.interpreter import TFLiteModel
@@ -225,10 +210,11 @@ def test_float_head_int8_runs_entirely_in_xnnpack_and_matches_float(face_runs):
     from fer_edge.preprocess import PreprocessSpec
 
     path = face_runs["plain"] / "model_int8.tflite"
-    info = inspect_tflite(strip(path.read_bytes()))
-    assert info["input_dtype"] == "int8" and info["output_dtype"] == "float32"
-    assert info["conv_weight_dtypes"] == ["int8"] and info["float_ops_outside_head"] == []
-    assert analyse_tflite(str(path)).not_delegated == {}           # nothing on the slow builtin kernels
+    info = analyse_tflite(strip(path.read_bytes()))
+    assert info.input_dtype == "int8" and info.output_dtype == "float32"
+    assert info.conv_weight_dtypes == ["int8"] and info.float_ops_outside_head == []
+    assert info.not_delegated == {} and info.xnnpack               # nothing on the slow builtin kernels
+    assert analyse_tflite(str(path)).as_dict() == info.as_dict()   # a path or the bytes: the same analysis
     ds = open_dataset(str(face_runs["data"]))
     x, y, _ = load_arrays(ds.samples[:120], PreprocessSpec(input_size=SIZE, color="grey"), LABELS)
     q = TFLiteModel(path).predict(x)
@@ -243,8 +229,8 @@ def test_float_head_int8_runs_entirely_in_xnnpack_and_matches_float(face_runs):
 
 def test_distilled_student_uses_cached_teacher_targets(face_runs):
     from fer_edge.convert.distill import teacher_targets, DistillSettings
-    from fer_edge.convert.export import inspect_tflite
     from fer_edge.metadata import read_metadata, strip
+    from fer_edge.ops import analyse_tflite
 
     out = face_runs["student"]
     rec = json.loads((out / "convert.json").read_text())
@@ -256,8 +242,8 @@ def test_distilled_student_uses_cached_teacher_targets(face_runs):
     assert t.shape[1] == len(LABELS) and np.allclose(t.sum(1), 1, atol=1e-5)
     assert read_metadata(out / "model_int8.tflite").extra["distillation"]["cache_key"] == dist["cache_key"]
     # --int8-output uint8 is plain full-integer post-training quantization
-    info = inspect_tflite(strip((out / "model_int8.tflite").read_bytes()))
-    assert info["output_dtype"] == "uint8" and info["float_tensors"] == 0
+    info = analyse_tflite(strip((out / "model_int8.tflite").read_bytes()))
+    assert info.output_dtype == "uint8" and info.float_tensors == 0
     assert rec["metrics"]["float"]["val"]["accuracy"] > 0.8
     # the cache answers a second ask without running the teacher (a missing teacher file would fail otherwise)
     logs = []

@@ -124,7 +124,7 @@ def test_injected_enospc_at_the_tflite_write(export_inputs, tmp_path, monkeypatc
 # ------------------------------------------------------------------------------------------------
 # SIGKILL / SIGTERM during `fer-edge convert` (the real CLI in a subprocess)
 
-CONVERT_FLAGS = ["--epochs", "2", "--fine-tune-epochs", "0", "--input-size", "32", "--batch-size", "16",
+CONVERT_FLAGS = ["--model", "face_vgg_tiny", "--epochs", "2", "--fine-tune-epochs", "0", "--input-size", "32", "--batch-size", "16",
                  "--fp32", "--int8", "--calib-images", "12", "--no-test", "--seed", "0"]
 
 

@@ -92,7 +92,7 @@ def converted(corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("conv") / "out"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "COLUMNS": "200"}
     r = subprocess.run([sys.executable, "-m", "fer_edge.cli", "convert", "--data", str(root), "--out", str(out),
-                        "--epochs", "1", "--fine-tune-epochs", "0", "--input-size", "32", "--batch-size", "16",
+                        "--model", "face_vgg_tiny", "--epochs", "1", "--fine-tune-epochs", "0", "--input-size", "32", "--batch-size", "16",
                         "--fp32", "--int8", "--calib-images", "12", "--no-test"],
                        capture_output=True, text=True, env=env, timeout=300, errors="surrogateescape")
     return out, r

@@ -29,6 +29,7 @@ import numpy as np
 from fer_edge.errors import GateError, ModelError
 from fer_edge.metadata import Calibration, ModelMetadata, sidecar_path, tool_versions, write_tflite
 from fer_edge.metrics import Scores, gate, score
+from fer_edge.ops import KernelReport, analyse_tflite
 from fer_edge.registry import Registry
 
 VARIANT_ORDER = ("fp32", "fp16", "dynamic", "int8")
@@ -178,64 +179,28 @@ def convert_variant(saved_model: Path, variant: str, calib: CalibrationSet | Non
     return data, in_dt, out_dt
 
 
-def inspect_tflite(data: bytes) -> dict:
-    """Ops and tensor dtypes of a flatbuffer, read through the runtime the board uses."""
-    from fer_edge.interpreter import find_runtime
-
-    interp = find_runtime().interpreter_cls(model_content=data)
-    tensors = interp.get_tensor_details()
-    ops: dict[str, int] = {}
-    weight_dtypes: set[str] = set()
-    conv_weight_dtypes: set[str] = set()
-    float_outside_head: list[str] = []
-    by_index = {t["index"]: t for t in tensors}
-    details = interp._get_ops_details()
-    last_deq = max((i for i, op in enumerate(details) if op["op_name"] == "DEQUANTIZE"), default=len(details))
-    for i, op in enumerate(details):
-        ops[op["op_name"]] = ops.get(op["op_name"], 0) + 1
-        if op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED") and len(op["inputs"]) > 1:
-            w = by_index.get(op["inputs"][1])
-            if w is not None:
-                weight_dtypes.add(np.dtype(w["dtype"]).name)
-                if op["op_name"] != "FULLY_CONNECTED":
-                    conv_weight_dtypes.add(np.dtype(w["dtype"]).name)
-        first = by_index.get(op["inputs"][0]) if len(op["inputs"]) and op["inputs"][0] >= 0 else None
-        if (first is not None and np.dtype(first["dtype"]) == np.float32 and i < last_deq
-                and op["op_name"] not in ("QUANTIZE", "DEQUANTIZE")):
-            float_outside_head.append(op["op_name"])
-    return {
-        "ops": ops,
-        "input_dtype": np.dtype(interp.get_input_details()[0]["dtype"]).name,
-        "output_dtype": np.dtype(interp.get_output_details()[0]["dtype"]).name,
-        "weight_dtypes": sorted(weight_dtypes),
-        "conv_weight_dtypes": sorted(conv_weight_dtypes),
-        "float_ops_outside_head": float_outside_head,
-        "float_tensors": sum(np.dtype(t["dtype"]) == np.float32 for t in tensors),
-    }
-
-
-def verify(variant: str, info: dict) -> None:
-    """Builtin ops only; int8 integer everywhere; dynamic int8 weights with float I/O."""
-    bad = [op for op in info["ops"] if op.startswith("Flex") or op in ("CUSTOM", "DELEGATE")]
+def verify(variant: str, rep: KernelReport) -> None:
+    """Builtin ops only; int8 integer everywhere; dynamic int8 weights with float I/O (the core's op analysis)."""
+    bad = [op for op in rep.ops if op.startswith("Flex") or op in ("CUSTOM", "DELEGATE")]
     if bad:
         raise ModelError(f"{variant} export contains non-builtin ops {bad}: LiteRT on the board cannot run them")
-    if variant == "int8" and info["output_dtype"] == "float32":
+    if variant == "int8" and rep.output_dtype == "float32":
         # float head: integer pixels in, every convolution int8, float only after the last DEQUANTIZE.
-        if info["input_dtype"] not in ("uint8", "int8") or info.get("conv_weight_dtypes", ["int8"]) != ["int8"]:
-            raise ModelError(f"int8 export (float head) is not integer in its body: input {info['input_dtype']}, "
-                             f"convolution weights {info.get('conv_weight_dtypes')}")
-        if info.get("float_ops_outside_head"):
-            raise ModelError(f"int8 export (float head) runs {info['float_ops_outside_head']} in float outside the head")
+        if rep.input_dtype not in ("uint8", "int8") or rep.conv_weight_dtypes != ["int8"]:
+            raise ModelError(f"int8 export (float head) is not integer in its body: input {rep.input_dtype}, "
+                             f"convolution weights {rep.conv_weight_dtypes}")
+        if rep.float_ops_outside_head:
+            raise ModelError(f"int8 export (float head) runs {rep.float_ops_outside_head} in float outside the head")
     elif variant == "int8":
-        if info["input_dtype"] not in ("uint8", "int8") or info["output_dtype"] not in ("uint8", "int8"):
-            raise ModelError(f"int8 export has {info['input_dtype']} input / {info['output_dtype']} output")
-        if info["float_tensors"] or set(info["weight_dtypes"]) - {"int8"}:
+        if rep.input_dtype not in ("uint8", "int8") or rep.output_dtype not in ("uint8", "int8"):
+            raise ModelError(f"int8 export has {rep.input_dtype} input / {rep.output_dtype} output")
+        if rep.float_tensors or set(rep.weight_dtypes) - {"int8"}:
             raise ModelError(
-                f"int8 export is not fully integer: {info['float_tensors']} float32 tensors, weight dtypes "
-                f"{info['weight_dtypes']}"
+                f"int8 export is not fully integer: {rep.float_tensors} float32 tensors, weight dtypes "
+                f"{rep.weight_dtypes}"
             )
-    if variant == "dynamic" and "int8" not in info["weight_dtypes"]:
-        raise ModelError(f"dynamic-range export has no int8 weights (weights: {info['weight_dtypes']})")
+    if variant == "dynamic" and "int8" not in rep.weight_dtypes:
+        raise ModelError(f"dynamic-range export has no int8 weights (weights: {rep.weight_dtypes})")
 
 
 # -- evaluation --------------------------------------------------------------------------------------------
@@ -371,11 +336,11 @@ def export_all(inp: ExportInputs, out: Path, progress=None, log: Callable[[str],
                 if ctask is not None:
                     progress.remove_task(ctask)
                     inp.calib.on_yield = None
-            info = inspect_tflite(data)
+            info = analyse_tflite(data)
             verify(v, info)
             conv_s = time.perf_counter() - t0
             seconds[f"convert_{v}"] = conv_s
-            meta = ModelMetadata(variant=v, input_dtype=info["input_dtype"], output_dtype=info["output_dtype"],
+            meta = ModelMetadata(variant=v, input_dtype=info.input_dtype, output_dtype=info.output_dtype,
                                  calibration=inp.calib.metadata() if (v == "int8" and inp.calib) else None,
                                  extra=inp.extra, **base)
             path = staging / f"model_{v}.tflite"
@@ -391,8 +356,8 @@ def export_all(inp: ExportInputs, out: Path, progress=None, log: Callable[[str],
             meta.metrics = {"val": metrics_dict(s), **({inp.test_name: metrics_dict(ts)} if ts else {})}
             write_tflite(path, data, meta)  # again, now with its own validation metrics inside
             fails = [str(f) for f in gate(float_scores, s, inp.max_drop, inp.max_class_drop)]
-            results[v] = VariantResult(v, out / path.name, path.stat().st_size, info["input_dtype"],
-                                       info["output_dtype"], info["ops"], conv_s, s, ts, fails)
+            results[v] = VariantResult(v, out / path.name, path.stat().st_size, info.input_dtype,
+                                       info.output_dtype, info.ops, conv_s, s, ts, fails)
             if progress is not None:
                 progress.advance(task)
             log(f"{v}: validation accuracy {s.accuracy:.2%}, mean recall {s.mean_recall:.2%}, "

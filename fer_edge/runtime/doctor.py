@@ -73,19 +73,20 @@ def check_runtime() -> tuple[list[Check], object | None]:
 
 
 def _xnnpack_probe(rt: Any) -> Check:
-    """Load the packaged BlazeFace model and count DELEGATE nodes: >0 means XNNPACK took the graph."""
+    """Load the packaged BlazeFace model and analyse its ops (fer_edge.ops): a DELEGATE partition means XNNPACK
+    took the graph."""
     from fer_edge.detectors import BLAZEFACE_ASSET, asset_path
+    from fer_edge.ops import analyse_tflite
 
     try:
         with asset_path(BLAZEFACE_ASSET) as p:
-            interp = rt.interpreter_cls(model_path=str(p), num_threads=1)
-            interp.allocate_tensors()
-        ops = [op["op_name"] for op in interp._get_ops_details()]
+            rep = analyse_tflite(p, threads=1, runtime=rt.name)
     except Exception as exc:  # doctor reports, never crashes
         return Check("xnnpack", "warn", f"could not probe ({type(exc).__name__}: {exc})")
-    n = ops.count("DELEGATE")
+    n = rep.delegate_partitions
     if n:
-        return Check("xnnpack", "ok", f"on ({n} DELEGATE node(s) in a float probe model, {len(ops)} ops)")
+        return Check("xnnpack", "ok", f"on ({n} DELEGATE node(s) in a float probe model, {rep.delegated_ops} of "
+                                      f"its {rep.total_ops} ops delegated)")
     return Check("xnnpack", "warn", "off: no DELEGATE node in the probe model",
                  "this runtime build has no XNNPACK; expect several times slower inference")
 
@@ -161,11 +162,9 @@ def check_model(path: str | Path, threads: int | None = None, delegate: str | No
         t0 = time.perf_counter()
         model.predict_one(x)
         times.append((time.perf_counter() - t0) * 1000)
-    # The bench's op analysis (partition walk), not a count of DELEGATE nodes: which ops XNNPACK took and
-    # which stayed on the slow builtin kernels. The core's, so the board's doctor and the bench agree.
-    from fer_edge.ops import analyse_ops
-
-    rep = analyse_ops(model._interp._get_ops_details(), model._interp.get_tensor_details())
+    # The core's op analysis (fer_edge.ops, the bench's too, so the board's doctor and the bench agree): which
+    # ops XNNPACK took and which stayed on the slow builtin kernels.
+    rep = model.kernel_report()
     out = [Check("model", "ok" if np.all(np.isfinite(probs)) else "fail",
                  f"{Path(path).name}: {meta.backbone} {meta.variant}, input {meta.preprocess.shape} "
                  f"{meta.preprocess.color}, labels {', '.join(meta.labels)}; loaded in {model.load_seconds * 1000:.0f} ms, "
