@@ -121,6 +121,78 @@ def _measure_speed(ref: ModelRef, row: VariantResult, image: np.ndarray, threads
             row.speed[t] = Speed(threads=t, error=f"{type(exc).__name__}: {exc}", isolated=False)
 
 
+def _score_all(refs, rows: dict[str, VariantResult], bd: BenchData, threads: int, accelerator: str,
+               console) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Every runnable variant's probabilities and its targets (in its own label order) on the same images."""
+    probs: dict[str, np.ndarray] = {}
+    targets: dict[str, np.ndarray] = {}
+    for ref in refs:
+        row = rows[ref.name]
+        if row.error:
+            continue
+        _say(console, f"scoring [bold]{ref.name}[/] ({ref.path.name}) on {bd.n} images")
+        try:
+            targets[ref.name] = label_targets(bd.y, bd.labels, ref.metadata.labels, ref.path.name)
+            runner = open_runner(ref.kind, ref.path, ref.metadata, threads, ref.tta, accelerator)
+            note = getattr(getattr(runner, "inner", runner), "note", "")
+            if note:  # --accelerator gpu: what ran the variant, or why it fell back to the CPU
+                row.notes.append(note)
+                _say(console, f"  [yellow]{note}[/]")
+            probs[ref.name] = runner.predict(bd.arrays(ref.metadata.preprocess))
+            del runner
+            row.scores = score(targets[ref.name], probs[ref.name], ref.metadata.labels)
+        except FerEdgeError as exc:
+            row.error = str(exc)
+        except Exception as exc:  # rule 7: a broken variant is a row with its error, the run goes on
+            row.error = f"{type(exc).__name__}: {exc}"
+    return probs, targets
+
+
+def _compare_to_reference(refs, rows: dict[str, VariantResult], probs: dict[str, np.ndarray],
+                          targets: dict[str, np.ndarray], mask: np.ndarray | None) -> dict[str, str]:
+    """Each row scored again against its group's float reference (agreement, drops), and on the clean subset."""
+    reference = _pick_reference(refs, rows)
+    for ref in refs:
+        row = rows[ref.name]
+        ref_name = reference.get(ref.group)
+        if ref_name is None or not row.ok:
+            continue
+        if ref_name == ref.name:
+            row.is_reference = True
+            if row.variant != "float":
+                row.notes.append("stands in as the float reference (no runnable .keras model in its folder)")
+            continue
+        ref_row = rows[ref_name]
+        aligned = _aligned(probs[ref_name], ref_row.labels, row.labels)
+        row.reference = ref_name
+        if aligned is None:
+            row.notes.append(f"labels differ from {ref_name}: no agreement figures")
+            continue
+        row.scores = score(targets[ref.name], probs[ref.name], row.labels, ref_probs=aligned)
+        if mask is not None:
+            row.clean_scores = score(targets[ref.name][mask], probs[ref.name][mask], row.labels,
+                                     ref_probs=aligned[mask])
+    if mask is not None:
+        for ref in refs:
+            row = rows[ref.name]
+            if row.ok and row.clean_scores is None:
+                row.clean_scores = score(targets[ref.name][mask], probs[ref.name][mask], row.labels)
+    return reference
+
+
+def _machine_with_load(warnings: list[str]) -> dict:
+    """The machine record with the load average at the end, and a warning when it was busy."""
+    machine = machine_info()
+    try:
+        machine["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
+        if machine["load_average_end"][0] > machine["cores_usable"] * 0.75:
+            warnings.append(f"the machine was busy (load average {machine['load_average_end'][0]} on "
+                            f"{machine['cores_usable']} cores): latencies may be inflated")
+    except OSError:
+        pass
+    return machine
+
+
 def run_bench(
     models: Sequence[str | os.PathLike],
     data,
@@ -184,55 +256,8 @@ def run_bench(
         else (None, "")
 
     # Accuracy: every variant on the same images, at the largest measured thread count.
-    probs: dict[str, np.ndarray] = {}
-    targets: dict[str, np.ndarray] = {}
-    for ref in refs:
-        row = rows[ref.name]
-        if row.error:
-            continue
-        _say(console, f"scoring [bold]{ref.name}[/] ({ref.path.name}) on {bd.n} images")
-        try:
-            targets[ref.name] = label_targets(bd.y, bd.labels, ref.metadata.labels, ref.path.name)
-            runner = open_runner(ref.kind, ref.path, ref.metadata, max(thread_plan), ref.tta, accelerator)
-            note = getattr(getattr(runner, "inner", runner), "note", "")
-            if note:  # --accelerator gpu: what ran the variant, or why it fell back to the CPU
-                row.notes.append(note)
-                _say(console, f"  [yellow]{note}[/]")
-            probs[ref.name] = runner.predict(bd.arrays(ref.metadata.preprocess))
-            del runner
-            row.scores = score(targets[ref.name], probs[ref.name], ref.metadata.labels)
-        except FerEdgeError as exc:
-            row.error = str(exc)
-        except Exception as exc:  # rule 7: a broken variant is a row with its error, the run goes on
-            row.error = f"{type(exc).__name__}: {exc}"
-
-    reference = _pick_reference(refs, rows)
-    for ref in refs:
-        row = rows[ref.name]
-        ref_name = reference.get(ref.group)
-        if ref_name is None or not row.ok:
-            continue
-        if ref_name == ref.name:
-            row.is_reference = True
-            if row.variant != "float":
-                row.notes.append("stands in as the float reference (no runnable .keras model in its folder)")
-            continue
-        ref_row = rows[ref_name]
-        aligned = _aligned(probs[ref_name], ref_row.labels, row.labels)
-        row.reference = ref_name
-        if aligned is None:
-            row.notes.append(f"labels differ from {ref_name}: no agreement figures")
-            continue
-        row.scores = score(targets[ref.name], probs[ref.name], row.labels, ref_probs=aligned)
-        if mask is not None:
-            row.clean_scores = score(targets[ref.name][mask], probs[ref.name][mask], row.labels,
-                                     ref_probs=aligned[mask])
-    if mask is not None:
-        for ref in refs:
-            row = rows[ref.name]
-            if row.ok and row.clean_scores is None:
-                row.clean_scores = score(targets[ref.name][mask], probs[ref.name][mask], row.labels)
-
+    probs, targets = _score_all(refs, rows, bd, max(thread_plan), accelerator, console)
+    reference = _compare_to_reference(refs, rows, probs, targets, mask)
     # Speed: batch 1, per thread count, in a fresh process each (peak memory, thread pools apart).
     for ref in refs:
         row = rows[ref.name]
@@ -247,14 +272,7 @@ def run_bench(
 
     warnings += class_drop_warnings(ordered, max_class_drop)
     flag_slower_than_fp32(ordered, thread_plan)
-    machine = machine_info()
-    try:
-        machine["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
-        if machine["load_average_end"][0] > machine["cores_usable"] * 0.75:
-            warnings.append(f"the machine was busy (load average {machine['load_average_end'][0]} on "
-                            f"{machine['cores_usable']} cores): latencies may be inflated")
-    except OSError:
-        pass
+    machine = _machine_with_load(warnings)
     if bd.n:  # the images actually scored
         counts = dict(zip(bd.labels, np.bincount(bd.y, minlength=len(bd.labels)).tolist()))
     else:

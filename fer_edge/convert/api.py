@@ -267,12 +267,217 @@ def _summary_table(console, export, test_name: str | None):
     console.print(t)
 
 
+def _check_backbone(cfg: ConvertConfig, console) -> PreprocessSpec:
+    """Fail on a bad backbone name, input size or missing weights before reading any data."""
+    from fer_edge.convert import backbones as bb
+
+    spec_b = bb.get_backbone(cfg.model)
+    alpha = spec_b.alpha_for(cfg.alpha)
+    size = cfg.input_size or spec_b.default_size
+    bb.check_input_size(spec_b, size)
+    weights_file, weights_desc = bb.resolve_weights(spec_b, cfg.weights, alpha)
+    if cfg.weights == "auto" and weights_file is None:
+        name = spec_b.weight_file(alpha if alpha is not None else 1.0)
+        console.print(f"[yellow]note:[/] no ImageNet weights for {spec_b.name} in the Keras cache "
+                      f"({bb.keras_cache_dirs()[0]}/{name}): training from scratch. Put the file there for "
+                      "transfer learning (--weights imagenet then insists on it).")
+    elif weights_file is not None:
+        console.print(f"weights: {weights_desc} ({weights_file})")
+    return PreprocessSpec(input_size=size, color=cfg.color)
+
+
+@dataclass
+class _Data:
+    """What the data step hands to training and export."""
+    ds: object
+    labels: list[str]
+    splits: dict
+    arrays: dict                                 # split name -> (x, y)
+    skipped: list
+    counts: dict
+    warnings: list[str]
+    test_name: str | None
+
+
+def _read_data(cfg: ConvertConfig, preprocess: PreprocessSpec, labels: list[str] | None, console,
+               progress, timings: dict[str, float]) -> _Data:
+    """Open the data set, audit it, split it and decode the crops each step needs."""
+    from fer_edge.data.readers import open_dataset
+    from fer_edge.data.splits import make_splits
+
+    if cfg.data is None:
+        console.print("[yellow]note:[/] no --data given: using the generated synthetic demo set "
+                      "(procedural cartoon faces, 7 classes). Pass --data DIR|CSV for real faces.")
+    ds = open_dataset(cfg.data, cfg.kind, labels if cfg.is_model_file else cfg.labels)
+    labels = list(ds.labels)
+    t0 = time.perf_counter()
+    warnings = _audit(ds, console, progress, preprocess.input_size)
+    timings["audit"] = time.perf_counter() - t0
+    splits = make_splits(ds, val_fraction=cfg.val_fraction, seed=cfg.seed)
+    test_name = next((n for n in TEST_SPLITS if splits.get(n)), None) if cfg.eval_test else None
+    t0 = time.perf_counter()
+    arrays, skipped = {}, []
+    if cfg.is_model_file:
+        # No training: the train split only feeds int8 calibration, so only that many crops are decoded.
+        splits["train"] = _balanced_subset(splits.get("train", []), labels, cfg.calib_images, cfg.seed)
+    for name in ["train", "val"] + ([test_name] if test_name else []):
+        x, y, sk = _load_split(name, splits.get(name, []), preprocess, labels, progress)
+        arrays[name] = (x, y)
+        skipped += sk
+    timings["load_data"] = time.perf_counter() - t0
+    if skipped:
+        from fer_edge.data.load import skipped_summary
+
+        console.print(f"[yellow]skipped {len(skipped)} unusable image(s):[/]\n{skipped_summary(skipped)}")
+    counts = {n: np.bincount(a[1], minlength=len(labels)).tolist() for n, a in arrays.items()}
+    console.print("data: " + ", ".join(f"{n} {len(a[1])}" for n, a in arrays.items())
+                  + f" images; labels {', '.join(labels)}")
+    if len(arrays["train"][1]) == 0 or len(arrays["val"][1]) == 0:
+        raise DataError(f"{ds.source}: need training and validation images (got {counts}); "
+                        "lower --val-fraction or add data")
+    return _Data(ds, labels, splits, arrays, skipped, counts, warnings, test_name)
+
+
+@dataclass
+class _Trained:
+    model: object
+    info: dict
+    best_lr: float | None = None
+    class_weights: object = None
+    runs: list[dict] = field(default_factory=list)
+    record: dict = field(default_factory=dict)   # the `training` section of convert.json and the metadata
+
+
+def _resume_state(cfg: ConvertConfig, work: Path, console) -> bool:
+    """Resume from the checkpoints in `work` when they come from the same settings, else clear them."""
+    fp_file = work / "fingerprint.txt"
+    resume = cfg.resume and fp_file.is_file() and fp_file.read_text().strip() == cfg.fingerprint()
+    if cfg.resume and fp_file.is_file() and not resume:
+        console.print("[yellow]note:[/] checkpoints in the output folder come from different settings; "
+                      "starting over")
+    if resume:
+        console.print(f"resuming from the checkpoints in {work}")
+    else:
+        from fer_edge.convert.train import clear_checkpoints
+
+        clear_checkpoints(work)
+    work.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(fp_file, cfg.fingerprint())
+    return resume
+
+
+def _train_step(cfg: ConvertConfig, d: _Data, preprocess: PreprocessSpec, out: Path, console, progress,
+                timings: dict[str, float]) -> _Trained:
+    """Train (resumable), then the logit adjustment and the reusable backbone weights."""
+    from fer_edge.convert import backbones as bb
+    from fer_edge.convert.train import train
+
+    work = out / "checkpoints"
+    resume = _resume_state(cfg, work, console)
+    log_rows: list[dict] = []
+
+    def on_epoch(row: dict) -> None:
+        log_rows.append(row)
+        console.print(
+            f"  lr {row['lr']:g} epoch {row['epoch']} ({row['phase']}) loss {row['loss']:.3f} "
+            f"acc {row['accuracy']:.2%} | val acc {row['val_accuracy']:.2%} "
+            f"mean recall {row['val_mean_recall']:.2%}" + (" *" if row["best"] else ""), highlight=False)
+        _write_log(out / "train_log.csv", log_rows)
+
+    record: dict = {}
+    build = classifier_builder(cfg, preprocess, len(d.labels))
+    data = {"x_train": d.arrays["train"][0], "y_train": d.arrays["train"][1],
+            "x_val": d.arrays["val"][0], "y_val": d.arrays["val"][1]}
+    precision, why = resolved_precision(cfg)
+    console.print(f"training precision: {precision} ({why})", highlight=False)
+    record["precision"] = {"policy": precision, "why": why}
+    if cfg.teachers:
+        t0 = time.perf_counter()
+        data["t_train"], record["distillation"] = _teacher_targets(
+            cfg, d.splits["train"], d.skipped, d.labels, out, console, progress)
+        timings["teachers"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    tr = train(build, data, d.labels, train_config(cfg), work, progress=progress, on_epoch=on_epoch, resume=resume,
+               log=lambda m: console.print(m, highlight=False))
+    timings["train"] = time.perf_counter() - t0
+    record["machine"] = next((r.machine for r in tr.runs if r.lr == tr.best_lr), "")
+    record["train_seconds"] = round(sum(r.seconds for r in tr.runs), 1)
+    if cfg.logit_adjust:
+        record["logit_adjustment"] = _logit_adjust(tr.model, data, d.labels, cfg.tta, console)
+    if bb.get_backbone(cfg.model).face_native:
+        # The start of a later fine-tune (--weights PATH): the backbone without this data's head.
+        record["backbone_weights"] = bb.save_backbone_weights(tr.model, out / BACKBONE_WEIGHTS).name
+    _write_log(out / "train_log.csv", [row for r in tr.runs for row in r.history])
+    if len(cfg.lrs) > 1:
+        console.print(f"chosen learning rate: {tr.best_lr:g} (best validation mean per-class recall)")
+    return _Trained(tr.model, tr.info, tr.best_lr, tr.class_weights, [r.to_dict() for r in tr.runs], record)
+
+
+def _export_step(cfg: ConvertConfig, d: _Data, t: _Trained, preprocess: PreprocessSpec, out: Path, console,
+                 progress, timings: dict[str, float]):
+    """Every variant exported, checked and scored; a failed gate is returned, raised after the record is written."""
+    from fer_edge.convert.export import ExportInputs, calibration_set, export_all
+
+    x_tr, y_tr = d.arrays["train"]
+    calib = calibration_set(x_tr, y_tr, d.labels, cfg.calib_images, cfg.seed) if "int8" in cfg.variants else None
+    xt, yt = d.arrays[d.test_name] if d.test_name else (None, None)
+    extra = {"alpha": t.info.get("alpha"), "input_range": t.info.get("input_range"), "lr": t.best_lr,
+             "data": str(d.ds.source), "data_kind": d.ds.kind, "seed": cfg.seed, **t.record}
+    einp = ExportInputs(model=t.model, labels=d.labels, preprocess=preprocess, backbone=t.info["backbone"],
+                        weights=t.info["weights"], variants=list(cfg.variants), calib=calib,
+                        x_val=d.arrays["val"][0], y_val=d.arrays["val"][1], x_test=xt, y_test=yt,
+                        test_name=d.test_name or "test", int8_output=cfg.int8_output, tta=cfg.tta, extra=extra,
+                        max_drop=cfg.max_drop, max_class_drop=cfg.max_class_drop)
+    t0 = time.perf_counter()
+    gate_error = None
+    try:
+        export = export_all(einp, out, progress=progress, log=lambda m: console.print(m, highlight=False))
+    except GateError as exc:
+        gate_error, export = exc, exc.result
+    timings["export"] = time.perf_counter() - t0
+    timings.update({f"export.{k}": v for k, v in export.seconds.items()})
+    return export, calib, gate_error
+
+
+def _write_record(cfg: ConvertConfig, d: _Data, t: _Trained, preprocess: PreprocessSpec, export, calib,
+                  out: Path, timings: dict[str, float]) -> tuple[dict, dict[str, Path], dict[str, int]]:
+    """convert.json: the settings, data, training, every variant's scores and the timings (atomically)."""
+    from fer_edge.convert.export import metrics_dict
+
+    test_name = d.test_name
+    metrics = {"float": {"val": metrics_dict(export.float_scores),
+                         **({test_name: metrics_dict(export.float_test_scores)} if export.float_test_scores else {})}}
+    paths: dict[str, Path] = {"float": export.float_path}
+    sizes = {"float": export.float_path.stat().st_size}
+    for v, r in export.variants.items():
+        metrics[v] = {"val": metrics_dict(r.scores), **({test_name: metrics_dict(r.test_scores)} if r.test_scores else {})}
+        paths[v], sizes[v] = r.path, r.size_bytes
+    record = {
+        "config": cfg.model_dump(mode="json"),
+        "labels": d.labels, "preprocess": preprocess.model_dump(), "model": t.info,
+        "data": {"source": str(d.ds.source), "kind": d.ds.kind, "counts": d.counts, "skipped": len(d.skipped),
+                 # every unusable file by name (the console shows the first few)
+                 "skipped_files": [{"key": s.key, "reason": s.reason} for s in [*d.ds.skipped, *d.skipped]],
+                 "test_split": test_name},
+        "audit_warnings": d.warnings, "class_weights": t.class_weights, "training": t.record, "best_lr": t.best_lr,
+        "runs": t.runs, "metrics": metrics, "sizes": sizes, "paths": {k: str(v) for k, v in paths.items()},
+        "calibration": calib.metadata().model_dump() if calib is not None else None,
+        "gate": {v: r.gate_failures for v, r in export.variants.items()},
+        "timings": {k: round(v, 2) for k, v in timings.items()},
+    }
+    atomic_write_text(out / "convert.json", json.dumps(record, indent=2, default=str))
+    return metrics, paths, sizes
+
+
 def convert(cfg: ConvertConfig, console=None) -> ConvertResult:
-    """Run a whole conversion; raises fer_edge errors (DataError, ConfigError, GateError, ...)."""
+    """Run a whole conversion; raises fer_edge errors (DataError, ConfigError, GateError, ...).
+
+    The steps: check the backbone (or load the given model) -> read, audit and split the data -> train ->
+    export every variant -> write convert.json and the summary."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from rich.console import Console
 
-    from fer_edge.convert import backbones as bb
+    from fer_edge.atomic import ensure_dir
     from fer_edge.convert.distribute import strategy_names
 
     console = console or Console()
@@ -284,177 +489,32 @@ def convert(cfg: ConvertConfig, console=None) -> ConvertResult:
 
         raise UnknownNameError("strategy", cfg.strategy, strategy_names())
     external = cfg.is_model_file
-    if not external:
-        # Fail on a bad name, size or missing weights before reading any data.
-        spec_b = bb.get_backbone(cfg.model)
-        alpha = spec_b.alpha_for(cfg.alpha)
-        size = cfg.input_size or spec_b.default_size
-        bb.check_input_size(spec_b, size)
-        weights_file, weights_desc = bb.resolve_weights(spec_b, cfg.weights, alpha)
-        if cfg.weights == "auto" and weights_file is None:
-            name = spec_b.weight_file(alpha if alpha is not None else 1.0)
-            console.print(f"[yellow]note:[/] no ImageNet weights for {spec_b.name} in the Keras cache "
-                          f"({bb.keras_cache_dirs()[0]}/{name}): training from scratch. Put the file there for "
-                          "transfer learning (--weights imagenet then insists on it).")
-        elif weights_file is not None:
-            console.print(f"weights: {weights_desc} ({weights_file})")
-        preprocess = PreprocessSpec(input_size=size, color=cfg.color)
+    preprocess = None if external else _check_backbone(cfg, console)
     out = Path(cfg.out) if cfg.out else default_out(cfg.model)
-    from fer_edge.atomic import ensure_dir
-
     ensure_dir(out)  # a file in the way or a read-only place fails here, before any training
     console.print(f"output folder: [bold]{out}[/]")
-
-    from fer_edge.data.readers import open_dataset
-    from fer_edge.data.splits import make_splits
 
     with _progress(console) as progress:
         import keras  # noqa: F401  (imported here so its start-up cost sits under the spinner)
 
+        labels = None
         if external:
             t0 = time.perf_counter()
             model, info, preprocess, labels = _external_model(cfg, console)
             timings["load_model"] = time.perf_counter() - t0
-        if cfg.data is None:
-            console.print("[yellow]note:[/] no --data given: using the generated synthetic demo set "
-                          "(procedural cartoon faces, 7 classes). Pass --data DIR|CSV for real faces.")
-        ds = open_dataset(cfg.data, cfg.kind, labels if external else cfg.labels)
-        labels = list(ds.labels)
-        t0 = time.perf_counter()
-        warnings = _audit(ds, console, progress, preprocess.input_size)
-        timings["audit"] = time.perf_counter() - t0
-        splits = make_splits(ds, val_fraction=cfg.val_fraction, seed=cfg.seed)
-        test_name = next((n for n in TEST_SPLITS if splits.get(n)), None) if cfg.eval_test else None
-        t0 = time.perf_counter()
-        arrays, skipped = {}, []
+        d = _read_data(cfg, preprocess, labels, console, progress, timings)
         if external:
-            # No training: the train split only feeds int8 calibration, so only that many crops are decoded.
-            splits["train"] = _balanced_subset(splits.get("train", []), labels, cfg.calib_images, cfg.seed)
-        for name in ["train", "val"] + ([test_name] if test_name else []):
-            x, y, sk = _load_split(name, splits.get(name, []), preprocess, labels, progress)
-            arrays[name] = (x, y)
-            skipped += sk
-        timings["load_data"] = time.perf_counter() - t0
-        if skipped:
-            from fer_edge.data.load import skipped_summary
-
-            console.print(f"[yellow]skipped {len(skipped)} unusable image(s):[/]\n{skipped_summary(skipped)}")
-        counts = {n: np.bincount(a[1], minlength=len(labels)).tolist() for n, a in arrays.items()}
-        console.print("data: " + ", ".join(f"{n} {len(a[1])}" for n, a in arrays.items())
-                      + f" images; labels {', '.join(labels)}")
-        if len(arrays["train"][1]) == 0 or len(arrays["val"][1]) == 0:
-            raise DataError(f"{ds.source}: need training and validation images (got {counts}); "
-                            "lower --val-fraction or add data")
-
-        runs: list[dict] = []
-        best_lr = None
-        cw = None
-        training_record: dict = {}
-        if not external:
-            from fer_edge.convert.train import train
-
-            tcfg = train_config(cfg)
-            work = out / "checkpoints"
-            fp_file = work / "fingerprint.txt"
-            resume = cfg.resume and fp_file.is_file() and fp_file.read_text().strip() == cfg.fingerprint()
-            if cfg.resume and fp_file.is_file() and not resume:
-                console.print("[yellow]note:[/] checkpoints in the output folder come from different settings; "
-                              "starting over")
-            if resume:
-                console.print(f"resuming from the checkpoints in {work}")
-            else:
-                from fer_edge.convert.train import clear_checkpoints
-
-                clear_checkpoints(work)
-            work.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(fp_file, cfg.fingerprint())
-            log_rows: list[dict] = []
-
-            def on_epoch(row: dict) -> None:
-                log_rows.append(row)
-                console.print(
-                    f"  lr {row['lr']:g} epoch {row['epoch']} ({row['phase']}) loss {row['loss']:.3f} "
-                    f"acc {row['accuracy']:.2%} | val acc {row['val_accuracy']:.2%} "
-                    f"mean recall {row['val_mean_recall']:.2%}" + (" *" if row["best"] else ""), highlight=False)
-                _write_log(out / "train_log.csv", log_rows)
-
-            build = classifier_builder(cfg, preprocess, len(labels))
-            data = {"x_train": arrays["train"][0], "y_train": arrays["train"][1],
-                    "x_val": arrays["val"][0], "y_val": arrays["val"][1]}
-            precision, why = resolved_precision(cfg)
-            console.print(f"training precision: {precision} ({why})", highlight=False)
-            training_record["precision"] = {"policy": precision, "why": why}
-            if cfg.teachers:
-                t0 = time.perf_counter()
-                data["t_train"], training_record["distillation"] = _teacher_targets(
-                    cfg, splits["train"], skipped, labels, out, console, progress)
-                timings["teachers"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            tr = train(build, data, labels, tcfg, work, progress=progress, on_epoch=on_epoch, resume=resume,
-                       log=lambda m: console.print(m, highlight=False))
-            timings["train"] = time.perf_counter() - t0
-            model, info, best_lr, cw = tr.model, tr.info, tr.best_lr, tr.class_weights
-            runs = [r.to_dict() for r in tr.runs]
-            training_record["machine"] = next((r.machine for r in tr.runs if r.lr == best_lr), "")
-            training_record["train_seconds"] = round(sum(r.seconds for r in tr.runs), 1)
-            if cfg.logit_adjust:
-                training_record["logit_adjustment"] = _logit_adjust(model, data, labels, cfg.tta, console)
-            if bb.get_backbone(cfg.model).face_native:
-                # The start of a later fine-tune (--weights PATH): the backbone without this data's head.
-                training_record["backbone_weights"] = bb.save_backbone_weights(model, out / BACKBONE_WEIGHTS).name
-            _write_log(out / "train_log.csv", [row for r in tr.runs for row in r.history])
-            if len(cfg.lrs) > 1:
-                console.print(f"chosen learning rate: {best_lr:g} (best validation mean per-class recall)")
-
-        from fer_edge.convert.export import ExportInputs, calibration_set, export_all
-
-        x_tr, y_tr = arrays["train"]
-        calib = calibration_set(x_tr, y_tr, labels, cfg.calib_images, cfg.seed) if "int8" in cfg.variants else None
-        xt, yt = arrays[test_name] if test_name else (None, None)
-        extra = {"alpha": info.get("alpha"), "input_range": info.get("input_range"), "lr": best_lr,
-                 "data": str(ds.source), "data_kind": ds.kind, "seed": cfg.seed, **training_record}
-        einp = ExportInputs(model=model, labels=labels, preprocess=preprocess, backbone=info["backbone"],
-                            weights=info["weights"], variants=list(cfg.variants), calib=calib,
-                            x_val=arrays["val"][0], y_val=arrays["val"][1], x_test=xt, y_test=yt,
-                            test_name=test_name or "test", int8_output=cfg.int8_output, tta=cfg.tta, extra=extra,
-                            max_drop=cfg.max_drop, max_class_drop=cfg.max_class_drop)
-        t0 = time.perf_counter()
-        gate_error = None
-        try:
-            export = export_all(einp, out, progress=progress, log=lambda m: console.print(m, highlight=False))
-        except GateError as exc:
-            gate_error, export = exc, exc.result
-        timings["export"] = time.perf_counter() - t0
-        timings.update({f"export.{k}": v for k, v in export.seconds.items()})
+            trained = _Trained(model, info)
+        else:
+            trained = _train_step(cfg, d, preprocess, out, console, progress, timings)
+        export, calib, gate_error = _export_step(cfg, d, trained, preprocess, out, console, progress, timings)
 
     timings["total"] = time.perf_counter() - t_all
-    _summary_table(console, export, test_name)
-    from fer_edge.convert.export import metrics_dict
-
-    metrics = {"float": {"val": metrics_dict(export.float_scores),
-                         **({test_name: metrics_dict(export.float_test_scores)} if export.float_test_scores else {})}}
-    paths: dict[str, Path] = {"float": export.float_path}
-    sizes = {"float": export.float_path.stat().st_size}
-    for v, r in export.variants.items():
-        metrics[v] = {"val": metrics_dict(r.scores), **({test_name: metrics_dict(r.test_scores)} if r.test_scores else {})}
-        paths[v], sizes[v] = r.path, r.size_bytes
-    record = {
-        "config": cfg.model_dump(mode="json"),
-        "labels": labels, "preprocess": preprocess.model_dump(), "model": info,
-        "data": {"source": str(ds.source), "kind": ds.kind, "counts": counts, "skipped": len(skipped),
-                 # every unusable file by name (the console shows the first few)
-                 "skipped_files": [{"key": s.key, "reason": s.reason} for s in [*ds.skipped, *skipped]],
-                 "test_split": test_name},
-        "audit_warnings": warnings, "class_weights": cw, "training": training_record, "best_lr": best_lr, "runs": runs,
-        "metrics": metrics, "sizes": sizes, "paths": {k: str(v) for k, v in paths.items()},
-        "calibration": calib.metadata().model_dump() if calib is not None else None,
-        "gate": {v: r.gate_failures for v, r in export.variants.items()},
-        "timings": {k: round(v, 2) for k, v in timings.items()},
-    }
-    atomic_write_text(out / "convert.json", json.dumps(record, indent=2, default=str))
+    _summary_table(console, export, d.test_name)
+    metrics, paths, sizes = _write_record(cfg, d, trained, preprocess, export, calib, out, timings)
     console.print(f"done in {timings['total']:.0f} s. Models in [bold]{out}[/]: "
                   + ", ".join(p.name for p in paths.values()))
     if gate_error is not None:
         raise gate_error
-    return ConvertResult(out=out, paths=paths, metrics=metrics, sizes=sizes, best_lr=best_lr, runs=runs,
-                         timings=timings, warnings=warnings)
+    return ConvertResult(out=out, paths=paths, metrics=metrics, sizes=sizes, best_lr=trained.best_lr,
+                         runs=trained.runs, timings=timings, warnings=d.warnings)
