@@ -21,7 +21,7 @@ import importlib.resources
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal, Protocol
+from typing import Any, Iterator, Literal, Protocol
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -62,7 +62,6 @@ class Detector(Protocol):
     def detect(self, frame: np.ndarray, detect_image: np.ndarray | None = None) -> list[Detection]: ...
 
 
-DETECTORS: Registry[Callable[..., Detector]] = Registry("detector")
 DEFAULT_DETECTOR = "yunet"
 
 
@@ -95,8 +94,20 @@ class BlazeFaceConfig(DetectorConfig):
     type: Literal["blazeface", "blazeface_short"] = "blazeface"
 
 
+class DetectorClass(Protocol):
+    """What the registry holds: a detector class, built from its settings, which it names as `Config`."""
+
+    @property
+    def Config(self) -> type[DetectorConfig]: ...
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Detector: ...
+
+
+DETECTORS: Registry[DetectorClass] = Registry("detector")
+
+
 @contextlib.contextmanager
-def asset_path(name: str):
+def asset_path(name: str) -> Iterator[Path]:
     """A real filesystem path to a packaged asset (OpenCV and LiteRT want paths, not streams)."""
     ref = importlib.resources.files("fer_edge.assets") / name
     with importlib.resources.as_file(ref) as p:
@@ -327,7 +338,7 @@ def build_detector(config: DetectorConfig) -> Detector:
     return DETECTORS.get(config.type)(config)
 
 
-def create_detector(kind: str = DEFAULT_DETECTOR, **options) -> Detector:
+def create_detector(kind: str = DEFAULT_DETECTOR, **options: Any) -> Detector:
     """Build a detector by name from keyword settings (its Config's fields; None = the default)."""
     cls = DETECTORS.get(kind)
     given = {k: v for k, v in options.items() if v is not None}

@@ -10,9 +10,14 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
+
+if TYPE_CHECKING:  # annotations only: the command line imports the config and pydantic when a command runs
+    from pydantic.fields import FieldInfo
+
+    from fer_edge.runtime.config import DaemonConfig
 
 
 # Each `run` flag and the field of the settings tree (fer_edge.runtime.config.DaemonConfig) it sets: its help
@@ -29,7 +34,7 @@ FLAGS: dict[str, tuple[str, str]] = {
 }
 
 
-def setting(section: str, key: str):
+def setting(section: str, key: str) -> FieldInfo:
     """The pydantic field behind `section.key` of the daemon's config (for a plugin section: the default plugin's)."""
     from fer_edge.runtime.config import DaemonConfig, section_model
 
@@ -53,9 +58,13 @@ H = {flag: _h(flag) for flag in FLAGS}
 H["labels_csv"] = H["labels"] + " Comma separated."
 
 
-def _overrides(model, source, outputs, loop, drop, threads, delegate, detector, detect_every, detect_width, max_faces,
-               min_face, score_threshold, align, max_frames, log_level, labels=None, input_size=None, color=None,
-               require_variant=None, tta=None, accelerator=None) -> dict:
+def _overrides(model: str | None, source: str | None, outputs: list[str] | None, loop: bool, drop: bool | None,
+               threads: int | None, delegate: str | None, detector: str | None, detect_every: int | None,
+               detect_width: int | None, max_faces: int | None, min_face: float | None,
+               score_threshold: float | None, align: bool | None, max_frames: int | None, log_level: str | None,
+               labels: str | None = None, input_size: int | None = None, color: str | None = None,
+               require_variant: str | None = None, tta: str | None = None,
+               accelerator: str | None = None) -> dict[str, Any]:
     """Only the flags that were given, shaped like the config file (flags win over the file)."""
     from fer_edge.runtime.config import source_from_spec
 
@@ -66,7 +75,7 @@ def _overrides(model, source, outputs, loop, drop, threads, delegate, detector, 
                  loop=True if loop else None, drop=drop, max_frames=max_frames, detector=detector,
                  detect_every=detect_every, detect_width=detect_width, max_faces=max_faces, min_face=min_face,
                  score_threshold=score_threshold, log_level=log_level.upper() if log_level else None)
-    o: dict = {}
+    o: dict[str, Any] = {}
     if source is not None:
         o["source"] = source_from_spec(source)
     for flag, value in given.items():
@@ -189,7 +198,7 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1)
 
 
-def _print_validated(cfg) -> None:
+def _print_validated(cfg: DaemonConfig) -> None:
     from rich.console import Console
 
     from fer_edge.interpreter import resolve_metadata

@@ -16,7 +16,7 @@ import re
 import types
 import typing
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeGuard, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -38,16 +38,25 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def _union(models: list) -> Any:
+def _union(models: list[type[BaseModel]]) -> Any:
     """A section that is one of several plugin configs, told apart by their `type`."""
     return Annotated[Union[tuple(models)], Field(discriminator="type")]
 
 
 # The source, detector and sink sections: the union of the registered plugins' own config models
 # (fer_edge.runtime.sources, fer_edge.detectors, fer_edge.runtime.sinks), each declared beside its class.
-SourceConfigT = _union(source_configs())
-DetectorConfigT = _union(detector_configs())
-SinkConfigT = _union(list(dict.fromkeys(cls.Config for cls in SINKS.objects())))
+# Built at run time from the registries, which a type checker cannot follow: it sees the models they all
+# derive from (which declare the fields the daemon reads), and for the sinks the union of the built-in ones.
+if TYPE_CHECKING:
+    from fer_edge.runtime.sinks.config import SinkConfig as _BuiltinSinkConfig
+
+    SourceConfigT = SourceConfig
+    DetectorConfigT = DetectorConfig
+    SinkConfigT = _BuiltinSinkConfig
+else:
+    SourceConfigT = _union(source_configs())
+    DetectorConfigT = _union(detector_configs())
+    SinkConfigT = _union(list(dict.fromkeys(cls.Config for cls in SINKS.objects())))
 
 
 # The FER2013 model fer-edge ships (assets/models, see its NOTICE): what `run` classifies with when no
@@ -100,7 +109,7 @@ class PrivacyConfig(_Strict):
     forbid_frames: bool = Field(False, description="true: any sink that would serve frames is an error")
 
 
-def _default_outputs() -> list:
+def _default_outputs() -> list[SinkConfigT]:
     return [parse_sink_url("jsonl:-")]
 
 
@@ -168,7 +177,7 @@ class YamlLines:
 
         self.root = compose_yaml(text)
 
-    def line(self, loc: tuple) -> int | None:
+    def line(self, loc: tuple[Any, ...]) -> int | None:
         """Line of the deepest node on `loc` that exists; elements that are not in the YAML
         (pydantic's union tags, e.g. 'jsonl') are skipped."""
         import yaml
@@ -191,7 +200,7 @@ class YamlLines:
         return found
 
 
-def _is_model(ann: Any) -> bool:
+def _is_model(ann: Any) -> TypeGuard[type[BaseModel]]:
     return isinstance(ann, type) and issubclass(ann, BaseModel)
 
 
@@ -210,7 +219,7 @@ def _strip(ann: Any) -> Any:
             return ann
 
 
-def _type_names(model: Any) -> tuple:
+def _type_names(model: Any) -> tuple[Any, ...]:
     """The `type` names a plugin config answers to (its Literal's values)."""
     field = model.model_fields.get("type") if _is_model(model) else None
     return typing.get_args(field.annotation) if field is not None else ()
@@ -224,7 +233,7 @@ def _tagged(ann: Any, tag: Any) -> Any:
     return None
 
 
-def _fields_at(loc: tuple) -> list[str] | None:
+def _fields_at(loc: tuple[Any, ...]) -> list[str] | None:
     """The valid keys of the model that holds the last element of `loc` (for 'did you mean')."""
     ann: Any = DaemonConfig
     for part in loc[:-1]:
@@ -241,9 +250,9 @@ def _fields_at(loc: tuple) -> list[str] | None:
     return list(ann.model_fields) if _is_model(ann) else None
 
 
-def _shown(loc: tuple) -> str:
+def _shown(loc: tuple[Any, ...]) -> str:
     """A dotted path as the user wrote it: without the union tags pydantic inserts."""
-    parts = []
+    parts: list[str] = []
     for i, part in enumerate(loc):
         after_union = i > 0 and (loc[i - 1] in _UNION_SECTIONS or isinstance(loc[i - 1], int))
         if after_union and isinstance(part, str) and part in _TAGS:
@@ -290,7 +299,7 @@ def _describe(err: ValidationError, lines: YamlLines | None, source: str) -> str
     return "invalid configuration:\n  " + "\n  ".join(out)
 
 
-def read_config_file(path: str | Path) -> tuple[dict, YamlLines]:
+def read_config_file(path: str | Path) -> tuple[dict[str, Any], YamlLines]:
     """A YAML config file -> (plain dict, line map). Syntax errors name the line."""
     import yaml
 
@@ -330,7 +339,7 @@ def read_config_file(path: str | Path) -> tuple[dict, YamlLines]:
     return data, lines
 
 
-def _duplicate_key(node, visited: set | None = None) -> tuple[str, int, int] | None:
+def _duplicate_key(node: Any, visited: set[int] | None = None) -> tuple[str, int, int] | None:
     """The first mapping key written twice anywhere in a composed YAML document: (key, line, line).
     Aliases share nodes (and may form cycles), so each node is visited once."""
     import yaml
@@ -357,7 +366,7 @@ def _duplicate_key(node, visited: set | None = None) -> tuple[str, int, int] | N
     return None
 
 
-def merge(base: dict, override: dict) -> dict:
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     """Deep merge: mappings merge key by key; anything else in `override` replaces."""
     out = dict(base)
     for k, v in override.items():
@@ -368,19 +377,19 @@ def merge(base: dict, override: dict) -> dict:
     return out
 
 
-def _replaces(key: str, new: dict, old: dict) -> bool:
+def _replaces(key: str, new: dict[str, Any], old: dict[str, Any]) -> bool:
     # A flag naming another source type replaces the file's source rather than mixing two kinds.
     return key == "source" and "type" in new and new.get("type") != old.get("type")
 
 
-def build_config(data: dict, lines: YamlLines | None = None, source: str = "config") -> DaemonConfig:
+def build_config(data: dict[str, Any], lines: YamlLines | None = None, source: str = "config") -> DaemonConfig:
     try:
         return DaemonConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, lines, source)) from None
 
 
-def load_config(path: str | Path | None = None, overrides: dict | None = None) -> DaemonConfig:
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> DaemonConfig:
     """The config file (if any) with `overrides` (from flags) merged on top, validated."""
     data, lines = ({}, None) if path is None else read_config_file(path)
     if overrides:
@@ -401,7 +410,7 @@ def section_model(model: type[BaseModel], section: str) -> type[BaseModel] | Non
     return type(default) if isinstance(default, BaseModel) else None
 
 
-def effective_settings(cfg: DaemonConfig) -> dict:
+def effective_settings(cfg: DaemonConfig) -> dict[str, Any]:
     """Every setting the daemon runs with, as plain data (secrets masked: an MQTT password shows as stars)."""
     return cfg.model_dump(mode="json")
 
@@ -414,7 +423,7 @@ def config_yaml(cfg: DaemonConfig) -> str:
             + yaml.safe_dump(effective_settings(cfg), sort_keys=False, allow_unicode=True))
 
 
-def source_from_spec(spec: str) -> dict:
+def source_from_spec(spec: str) -> dict[str, Any]:
     """`--source` text -> a source config dict (picamera2 | 0 | /dev/video0 | VIDEO | URL | IMAGE_DIR)."""
     from fer_edge.runtime.sources import guess_source_type
 

@@ -16,7 +16,7 @@ import logging
 import signal
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fer_edge.errors import FerEdgeError
 from fer_edge.runtime.capture import END, Backoff, CaptureThread, Mailbox
@@ -26,6 +26,10 @@ from fer_edge.runtime.pipeline import Pipeline
 from fer_edge.runtime.sdnotify import Notifier
 from fer_edge.runtime.sources import Frame, Source, build_source
 from fer_edge.runtime.tracker import LOST_SOURCE_ENDED, LOST_SOURCE_FAILED, Tracker
+
+if TYPE_CHECKING:  # annotations only: build_pipeline imports them when it builds them
+    from fer_edge.detectors import Detector
+    from fer_edge.runtime.classifier import Classifier
 
 log = logging.getLogger("fer_edge.runtime.daemon")
 
@@ -45,7 +49,8 @@ def interactive() -> bool:
         return False
 
 
-def build_pipeline(config: DaemonConfig, source_name: str = "", detector=None, classifier=None) -> Pipeline:
+def build_pipeline(config: DaemonConfig, source_name: str = "", detector: Detector | None = None,
+                   classifier: Classifier | None = None) -> Pipeline:
     """Detector, classifier and tracker, each built from its own section of the config."""
     from fer_edge.detectors import build_detector
     from fer_edge.runtime.classifier import Classifier
@@ -73,6 +78,7 @@ class Daemon:
         self.results = 0
         self.errors = 0
         self._active_sinks: Any = None
+        self._stall_reported = False  # _loop resets it for each run
 
     # --- control --------------------------------------------------------------------------
     def stop(self, reason: str = "stop requested") -> None:
@@ -82,10 +88,10 @@ class Daemon:
             self.stop_requested_at = time.monotonic()
             self.stop_event.set()
 
-    def _install_signals(self) -> dict:
+    def _install_signals(self) -> dict[signal.Signals, Any]:
         if threading.current_thread() is not threading.main_thread():
             return {}
-        old = {}
+        old: dict[signal.Signals, Any] = {}
         for sig in (signal.SIGTERM, signal.SIGINT):
             old[sig] = signal.signal(sig, lambda s, _f: self.stop(signal.Signals(s).name))
         # SIGHUP (logrotate's postrotate, `systemctl reload`): reopen output files, keep running.
@@ -97,12 +103,14 @@ class Daemon:
         if sinks is not None and hasattr(sinks, "reopen"):
             sinks.reopen()
 
-    def _thread_excepthook(self, args) -> None:
+    def _thread_excepthook(self, args: threading.ExceptHookArgs) -> None:
         # A helper thread that dies must be loud: logged with its traceback and counted.
         self.metrics.inc("errors")
         self.metrics.inc("thread_errors")
-        log.error("thread %s died: %s", getattr(args.thread, "name", "?"), args.exc_value,
-                  exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
+        # exc_value may be None (typeshed's ExceptHookArgs), which logging's exc_info is not typed to take but
+        # handles (the type and traceback are still printed)
+        exc_info: Any = (args.exc_type, args.exc_value, args.exc_traceback)
+        log.error("thread %s died: %s", getattr(args.thread, "name", "?"), args.exc_value, exc_info=exc_info)
 
     # --- health ---------------------------------------------------------------------------
     def _source_failed(self, exc: BaseException, attempt: int, delay: float) -> None:

@@ -21,7 +21,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Literal, Protocol, cast
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -63,13 +63,15 @@ class Source(Protocol):
     def close(self) -> None: ...
 
 
-SOURCES: Registry[Callable[..., Source]] = Registry("source")
-
-
 class SourceConfig(BaseModel):
     """What every source section takes (the capture loop's settings); each source's model adds its own."""
 
     model_config = ConfigDict(extra="forbid")
+
+    if TYPE_CHECKING:
+        # Each source's model declares its `type` (a Literal of its names). Said here for the type checker
+        # only: at run time the base gains no field (it is what --print-config lists as every source's).
+        type: str
 
     loop: bool = Field(False, description="replay a finite source (video file, image folder) forever")
     drop_stale: bool | None = Field(None, description="drop stale frames (keep only the newest); None = yes for "
@@ -132,21 +134,36 @@ class ImagesSourceConfig(SourceConfig):
     path: str = Field(..., description="an image folder (class trees: DIR/happy/*.jpg)")
 
 
+class SourceClass(Protocol):
+    """What the registry holds: a source class, built from its settings (`from_config`), which it names as
+    `Config`."""
+
+    @property
+    def Config(self) -> type[SourceConfig]: ...
+
+    def from_config(self, config: Any, on_skip: Callable[[str, str], None] | None = None,
+                    detect_width: int | None = None) -> Source: ...
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Source: ...
+
+
+SOURCES: Registry[SourceClass] = Registry("source")
+
+
 def _default(model: type[BaseModel], name: str) -> Any:
     return model.model_fields[name].default
 
 
 def source_configs() -> list[type[SourceConfig]]:
     """The config model of every registered source (the members of the daemon's `source:` union)."""
-    return list(dict.fromkeys(cls.Config for cls in SOURCES.objects()))  # type: ignore[attr-defined]
+    return list(dict.fromkeys(cls.Config for cls in SOURCES.objects()))
 
 
 def build_source(config: SourceConfig, on_skip: Callable[[str, str], None] | None = None,
                  detect_width: int | None = None) -> Source:
     """The source a config section describes. `on_skip` hears of unreadable images or frames; `detect_width`
     is the detector's input width (picamera2 sizes its low-res stream for it)."""
-    cls: Any = SOURCES.get(config.type)
-    return cls.from_config(config, on_skip=on_skip, detect_width=detect_width)
+    return SOURCES.get(config.type).from_config(config, on_skip=on_skip, detect_width=detect_width)
 
 
 def bgr_to_rgb(image: np.ndarray) -> np.ndarray:
@@ -225,7 +242,7 @@ def lores_size_for(main: tuple[int, int], detect_width: int) -> tuple[int, int]:
 
 
 def stream_array(request: Any, name: str, mapped_array: Callable[..., Any] | None,
-                 convert: Callable[[np.ndarray, dict], np.ndarray]) -> np.ndarray:
+                 convert: Callable[[np.ndarray, dict[str, Any]], np.ndarray]) -> np.ndarray:
     """One stream of a completed request as RGB: read in place through picamera2's MappedArray where it
     exists (no copy of the camera buffer before `convert`), else through request.make_array (a copy)."""
     config = request.config[name]
@@ -241,7 +258,7 @@ def stream_array(request: Any, name: str, mapped_array: Callable[..., Any] | Non
     return convert(np.asarray(request.make_array(name)), config)
 
 
-def _xrgb_from(array: np.ndarray, config: dict) -> np.ndarray:
+def _xrgb_from(array: np.ndarray, config: dict[str, Any]) -> np.ndarray:
     fmt = str(config.get("format", "XRGB8888"))
     if fmt != "XRGB8888":
         raise SourceError(f"picamera2 stream format {fmt} is not XRGB8888 (bytes B,G,R,X); configure XRGB8888")
@@ -251,7 +268,7 @@ def _xrgb_from(array: np.ndarray, config: dict) -> np.ndarray:
     return xrgb8888_to_rgb(xrgb8888_view(array, size, int(config.get("stride") or 4 * size[0])))
 
 
-def _lores_from(array: np.ndarray, config: dict) -> np.ndarray:
+def _lores_from(array: np.ndarray, config: dict[str, Any]) -> np.ndarray:
     fmt = str(config.get("format", "YUV420"))
     size = tuple(config["size"])
     if fmt == "XRGB8888":
@@ -284,7 +301,7 @@ class Picamera2Source:
                  camera_num: int = _default(Config, "camera_num"),
                  detect_width: int = _default(DetectorConfig, "input_width"),
                  factory: Callable[..., Any] | None = None, mapped_array: Callable[..., Any] | None = None):
-        self.size = tuple(size)
+        self.size = cast("tuple[int, int]", tuple(size))  # a list (from JSON) too: tuple() copies it
         if lores_size == "auto":
             lores_size = lores_size_for(self.size, detect_width)
         self.lores_size = tuple(lores_size) if lores_size else None
@@ -297,10 +314,11 @@ class Picamera2Source:
         self._cam = None
 
     @classmethod
-    def from_config(cls, config: Picamera2SourceConfig, on_skip=None, detect_width: int | None = None
-                    ) -> "Picamera2Source":
+    def from_config(cls, config: Picamera2SourceConfig, on_skip: Callable[[str, str], None] | None = None,
+                    detect_width: int | None = None) -> "Picamera2Source":
+        width: dict[str, Any] = {"detect_width": detect_width} if detect_width else {}
         return cls(size=config.size, lores_size=config.lores_size, framerate=config.framerate,
-                   camera_num=config.camera_num, **({"detect_width": detect_width} if detect_width else {}))
+                   camera_num=config.camera_num, **width)
 
     def open(self, resume: int = 0) -> None:
         factory = self._factory
@@ -405,8 +423,8 @@ class OpenCVCameraSource(_OpenCVCapture):
         self._cap = None
 
     @classmethod
-    def from_config(cls, config: CameraSourceConfig, on_skip=None, detect_width: int | None = None
-                    ) -> "OpenCVCameraSource":
+    def from_config(cls, config: CameraSourceConfig, on_skip: Callable[[str, str], None] | None = None,
+                    detect_width: int | None = None) -> "OpenCVCameraSource":
         return cls(device=config.device, size=config.size, fps=config.fps, fourcc=config.fourcc)
 
     def open(self, resume: int = 0) -> None:
@@ -424,7 +442,8 @@ class OpenCVCameraSource(_OpenCVCapture):
             raise SourceError(f"camera {self.device} could not be opened through V4L2 "
                               f"(devices here: {', '.join(video_devices()) or 'none'}; is the user in group 'video'?)")
         if self.fourcc:
-            cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*self.fourcc))
+            # OpenCV's stubs declare it as VideoWriter.fourcc only; the module-level alias is the same function
+            cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*self.fourcc))  # type: ignore[attr-defined]
         if self.size:
             cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.size[0])
             cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.size[1])
@@ -456,11 +475,12 @@ class VideoSource(_OpenCVCapture):
     Config = VideoSourceConfig
 
     @classmethod
-    def from_config(cls, config: VideoSourceConfig, on_skip=None, detect_width: int | None = None) -> "VideoSource":
+    def from_config(cls, config: VideoSourceConfig, on_skip: Callable[[str, str], None] | None = None,
+                    detect_width: int | None = None) -> "VideoSource":
         # a stream that stops sending must end its read, so the capture can reconnect
         return cls(config.path, on_skip=on_skip, timeout_s=config.stall_s, fps=config.fps)
 
-    def __init__(self, path: str | os.PathLike, on_skip: Callable[[str, str], None] | None = None,
+    def __init__(self, path: str | os.PathLike[str], on_skip: Callable[[str, str], None] | None = None,
                  timeout_s: float | None = None, fps: float | None = _default(Config, "fps")):
         self.path = str(path)
         # A file played at a camera's pace (soak tests, demos): frame n is not handed out before
@@ -499,15 +519,15 @@ class VideoSource(_OpenCVCapture):
         self.position = resume if self.finite else 0
         self._due = time.monotonic()
 
-    def _pace(self) -> None:
+    def _pace(self, fps: float) -> None:
         now = time.monotonic()
         if self._due > now:
             time.sleep(self._due - now)
-        self._due = max(self._due, now) + 1.0 / self.fps
+        self._due = max(self._due, now) + 1.0 / fps
 
     def read(self) -> Frame | None:
         if self.fps:
-            self._pace()
+            self._pace(self.fps)
         ok, bgr, t0 = self._read_bgr()
         if not ok or bgr is None:
             if not self.finite:
@@ -554,11 +574,11 @@ class ImageFolderSource:
     Config = ImagesSourceConfig
 
     @classmethod
-    def from_config(cls, config: ImagesSourceConfig, on_skip=None, detect_width: int | None = None
-                    ) -> "ImageFolderSource":
+    def from_config(cls, config: ImagesSourceConfig, on_skip: Callable[[str, str], None] | None = None,
+                    detect_width: int | None = None) -> "ImageFolderSource":
         return cls(config.path, on_skip=on_skip)
 
-    def __init__(self, path: str | os.PathLike, on_skip: Callable[[str, str], None] | None = None):
+    def __init__(self, path: str | os.PathLike[str], on_skip: Callable[[str, str], None] | None = None):
         self.path = Path(path)
         self.name = f"images:{self.path}"
         self.position = 0
