@@ -177,6 +177,19 @@ def test_from_convert_benches_without_training_and_records_deviations(tiny_row):
     assert row["train_wall_s"] == tiny_row["row"]["train_wall_s"]
 
 
+def test_deviations_compare_preset_filled_settings():
+    """A recipe that leaves the scratch preset's fields unset is no deviation from the run it trained
+    (convert.json records the settings with the preset filled in); a field that differs is one."""
+    from fer_edge.convert.settings import ConvertConfig
+    from fer_edge.recipes.recipe import _differences
+
+    cfg = ConvertConfig(model="face_vgg_tiny", input_size=SIZE, fine_tune_epochs=3)
+    record = cfg.resolved().model_dump(mode="json")
+    assert record["optimizer"] == "adamw" and cfg.optimizer is None       # the preset filled it
+    assert _differences(cfg, record) == []
+    assert _differences(cfg, {**record, "bn_momentum": 0.9}) == ["bn_momentum: recipe 0.99, run 0.9"]
+
+
 def test_cv_keeps_subjects_apart_and_writes_summary_and_deploy_model(shared_tree, tmp_path):
     from fer_edge.metadata import read_metadata
     from fer_edge.recipes import run_recipe

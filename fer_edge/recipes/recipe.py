@@ -72,9 +72,9 @@ class Recipe(BaseModel):
     model: Optional[str] = Field(None, description="backbone name (fer-edge convert --model)")
     model_file: Optional[str] = Field(None, description="a finished Keras model, converted without training "
                                                         "(repo-relative or absolute)")
-    # type: ignore: mypy infers the lambda as returning list[str], not the list of literals
+    # the converter's default variants (one list, in ConvertConfig)
     variants: list[Literal["fp32", "fp16", "dynamic", "int8"]] = Field(
-        default_factory=lambda: ["fp32", "int8"])  # type: ignore[arg-type]
+        default_factory=lambda: convert_default("variants"), description=convert_description("variants"))
     convert: dict = Field(default_factory=dict, description="fer-edge convert settings (ConvertConfig fields) "
                                                             "that differ from the package defaults")
     cv: Optional[CVSpec] = None
@@ -263,10 +263,12 @@ def _train_accuracy(float_model: Path, data: str | None, kind: str, limit: int |
 
 
 def _differences(recipe_cfg, record_cfg: dict) -> list[str]:
-    """Training settings where an existing convert run differs from what the recipe asks."""
+    """Training settings where an existing convert run differs from what the recipe asks. Both sides with
+    their preset filled in: convert records the resolved settings, and a field the recipe leaves to its preset
+    (None here) is no deviation."""
     from fer_edge.convert.api import TRAINING_KEYS
 
-    want = recipe_cfg.model_dump(mode="json")
+    want = recipe_cfg.resolved().model_dump(mode="json")
     out = []
     for k in TRAINING_KEYS:
         if k in ("data", "kind"):
