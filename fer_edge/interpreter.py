@@ -174,7 +174,12 @@ class TFLiteModel:
 
     def _load_delegate(self, spec: str) -> list[Any] | None:
         """Load an external delegate library; fall back to the CPU with a clear note if it cannot load."""
+        import ctypes
+
         try:
+            # Opened here first: LiteRT's Delegate fails in its constructor on a missing library and its
+            # finaliser then prints an AttributeError traceback to stderr ("Exception ignored in ...").
+            ctypes.CDLL(spec)
             return [self.runtime.load_delegate(spec)]
         except (OSError, ValueError, RuntimeError) as exc:
             self.delegate_note = f"delegate {spec!r} unavailable ({exc}); running on the CPU (XNNPACK)"
