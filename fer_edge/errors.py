@@ -77,3 +77,23 @@ class OutputError(FerEdgeError):
     """An output (--out folder, report, model file) cannot be written where it was asked for."""
 
     exit_code = 7
+
+
+def settings_error(exc: Exception, flags: bool = True) -> ConfigError:
+    """A settings tree's pydantic ValidationError as one ConfigError line, each bad value by its name: the
+    command line's `--name` (`flags`) or the Python API's `name`. Shared by every side's command (duck-typed:
+    the core does not import pydantic for it)."""
+    errors = getattr(exc, "errors", None)
+    if not callable(errors):
+        return ConfigError(str(exc))
+    parts = []
+    for e in errors():
+        loc = [str(p) for p in e.get("loc", ())]
+        name = ("--" + "-".join(loc).replace("_", "-")) if flags else ".".join(loc)
+        msg = str(e.get("msg", "")).removeprefix("Value error, ")
+        given = e.get("input")
+        # pydantic's own messages ("Input should be 'grey' or 'rgb'") leave out what was typed
+        if isinstance(given, (str, int, float)) and not isinstance(given, bool) and str(given) not in msg:
+            msg = f"{msg} (got {given!r})"
+        parts.append(f"{name}: {msg}" if loc else msg)
+    return ConfigError(f"invalid {'option' if flags else 'setting'}(s): " + "; ".join(parts))

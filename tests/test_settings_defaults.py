@@ -1,5 +1,5 @@
-"""Each default exists once: the settings trees (fer_edge.convert.settings.ConvertConfig on the host,
-fer_edge.runtime.config.DaemonConfig and the plugin configs it is made of on the board) hold every default; the
+"""Each default exists once: the settings trees (fer_edge.convert.settings.ConvertConfig and
+fer_edge.bench.settings.BenchConfig on the host, fer_edge.runtime.config.DaemonConfig and the plugin configs it is made of on the board) hold every default; the
 CLI, the Python API and the training code read theirs from there. These tests compare, field by field, what
 each of them does when nothing is given with the tree - so a second default written anywhere fails here.
 """
@@ -25,7 +25,7 @@ def _command(name: str):
     return get_command(app).commands[name]
 
 
-@pytest.mark.parametrize("name", ["convert", "run"])
+@pytest.mark.parametrize("name", ["convert", "run", "bench"])
 def test_cli_options_carry_no_defaults_of_their_own(name):
     for param in _command(name).params:
         if param.param_type_name == "option":
@@ -123,6 +123,130 @@ def test_every_recipe_key_is_a_tree_field():
     for path in recipes:
         convert = (yaml.safe_load(path.read_text()) or {}).get("convert") or {}
         assert set(convert) <= set(ConvertConfig.model_fields), (path.name, set(convert) - set(ConvertConfig.model_fields))
+
+
+# --- host: fer-edge bench -------------------------------------------------------------------------------------
+
+BENCH_ARGS = ("runs/some-model", "--data", "synthetic")
+
+
+def _printed_bench(capsys, *args: str) -> dict:
+    assert main(["bench", *BENCH_ARGS, *args, "--print-config"]) == 0
+    return yaml.safe_load(capsys.readouterr().out)
+
+
+def test_bench_print_config_is_the_tree_and_does_no_work(capsys, monkeypatch, tmp_path):
+    from fer_edge.bench import core, photo_path
+    from fer_edge.bench.settings import BenchConfig
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(core, "run_bench", lambda *a, **k: pytest.fail("--print-config benchmarked"))
+    monkeypatch.setattr(photo_path, "run_photo_path", lambda *a, **k: pytest.fail("--print-config scored"))
+    printed = _printed_bench(capsys)
+    assert printed == BenchConfig(data="synthetic").model_dump(mode="json")
+    assert printed["tta"] == ["model"] and printed["out"] == "bench_results" and printed["threads"] == [1]
+    assert not (tmp_path / "bench_results").exists()               # not even the --out folder
+    printed = _printed_bench(capsys, "--threads", "1,2", "--no-plots", "--tta", "none,flip", "--device-path")
+    assert printed["threads"] == [1, 2] and printed["plots"] is False and printed["tta"] == ["none", "flip"]
+    assert printed["device_path"] is True
+
+
+def test_bench_print_config_through_the_console_script(tmp_path):
+    """`python -m fer_edge.cli` is the console script's entry point, run in this checkout."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[1])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-m", "fer_edge.cli", "bench", *BENCH_ARGS, "--runs", "7",
+                           "--print-config"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    printed = yaml.safe_load(proc.stdout)
+    assert printed["runs"] == 7 and printed["warmup"] == 10 and printed["tta"] == ["model"]
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("args, option", [(("--threads", "a,b"), "--threads"), (("--threads", "0"), "--threads"),
+                                          (("--color", "blue"), "--color"), (("--tta", "flp"), "--tta"),
+                                          (("--runs", "0"), "--runs"), (("--accelerator", "tpu"), "--accelerator")])
+def test_bench_bad_value_is_one_line_naming_the_option(capsys, args, option):
+    assert main(["bench", *BENCH_ARGS, *args, "--print-config"]) == 2
+    captured = capsys.readouterr()
+    err = " ".join(captured.err.split())
+    assert captured.out == "" and "Traceback" not in captured.err
+    assert err.startswith("error: invalid option(s): ") and f"{option}:" in err and args[1] in err, err
+    assert len(captured.err.strip().splitlines()) == 1
+
+
+def test_bench_api_checks_as_the_command_does():
+    from fer_edge.bench.core import run_bench
+    from fer_edge.errors import ConfigError
+
+    # checked before any model or data is read
+    with pytest.raises(ConfigError, match=r"^invalid setting\(s\): threads: .*'a,b'"):
+        run_bench(["nowhere.tflite"], None, threads="a,b")
+    with pytest.raises(ConfigError, match=r"tta: unknown test-time augmentation 'flp'"):
+        run_bench(["nowhere.tflite"], None, tta=["flp"])
+
+
+def _defaults(fn) -> dict:
+    return {n: p.default for n, p in inspect.signature(fn).parameters.items() if p.default is not inspect.Parameter.empty}
+
+
+def test_bench_api_defaults_are_the_trees():
+    from fer_edge.bench.core import run_bench
+    from fer_edge.bench.photo_path import run_photo_path
+    from fer_edge.bench.settings import BenchConfig, default
+
+    tree = set(BenchConfig.model_fields)
+    bench = _defaults(run_bench)
+    # out: the API's None (no files) is documented as its own; console is no setting
+    assert set(bench) - tree == {"console"} and "out" in bench and bench["out"] is None
+    for name, value in bench.items():
+        if name not in ("console", "out"):
+            assert value == default(name), f"run_bench's {name} is {value!r}, the tree's {default(name)!r}"
+    # run_photo_path's own names for the tree's fields
+    names = {"scale": "frame_scale", "tune": "tune_crop", "write": "write_geometry", "kind": "data_kind"}
+    for name, value in _defaults(run_photo_path).items():
+        if name not in ("console", "out", "threads"):
+            field = names.get(name, name)
+            assert value == default(field), f"run_photo_path's {name} is {value!r}, the tree's {default(field)!r}"
+
+
+def test_bench_callers_read_the_tree():
+    """The suites' and recipes' timing budget, the probe's and the timer's are the bench's."""
+    from fer_edge.bench.probe import run_probe
+    from fer_edge.bench.settings import default
+    from fer_edge.bench.suite import Suite
+    from fer_edge.bench.timing import measure
+    from fer_edge.detectors import DEFAULT_DETECTOR
+    from fer_edge.recipes.recipe import Recipe
+    from fer_edge.runtime.config import ClassifierConfig
+
+    suite = Suite(name="s", data="d")
+    assert (tuple(suite.threads), suite.runs, suite.warmup, suite.max_seconds) == tuple(
+        default(n) for n in ("threads", "runs", "warmup", "max_seconds"))
+    assert Recipe.model_fields["bench_runs"].default == default("runs")
+    assert Recipe.model_fields["bench_max_seconds"].default == default("max_seconds")
+    for fn in (run_probe, measure):
+        d = _defaults(fn)
+        assert (d["warmup"], d["runs"], d["max_seconds"]) == (default("warmup"), default("runs"),
+                                                              default("max_seconds")), fn.__name__
+    # the bench runs what the board runs: its detector and accelerator
+    assert default("detector") == DEFAULT_DETECTOR
+    assert default("accelerator") == ClassifierConfig.model_fields["accelerator"].default
+
+
+def test_every_bench_setting_has_a_flag_and_its_help():
+    from fer_edge.bench.settings import BenchConfig, description
+
+    params = {p.name: p for p in _command("bench").params}
+    assert set(BenchConfig.model_fields) <= set(params)
+    for name in BenchConfig.model_fields:
+        assert description(name)[:30].lower() in (params[name].help or "").lower(), name
+    assert "(default 200)" in params["runs"].help and "(default model)" in params["tta"].help
 
 
 # --- board: fer-edge run, the detectors, sources and sinks -------------------------------------------------------

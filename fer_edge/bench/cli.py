@@ -3,27 +3,39 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
 
+from fer_edge.bench.settings import BenchConfig, bench_kwargs, checked, default, description
 from fer_edge.errors import ConfigError, ModelError
 
 
 def parse_threads(text: str) -> list[int]:
-    try:
-        out = [int(p) for p in text.replace(" ", "").split(",") if p]
-    except ValueError:
-        raise ConfigError(f"--threads takes comma-separated integers such as 1,2,4; got '{text}'") from None
-    if not out:
-        raise ConfigError("--threads is empty; give e.g. 1,2,4")
-    return out
+    """'1,2,4' -> [1, 2, 4], checked as --threads is (benchmarks/bench_suite.py takes the same list)."""
+    return list(checked(flags=True, threads=text).threads)
 
 
-def _color(text: str | None) -> str | None:
-    if text is not None and text not in ("grey", "rgb"):
-        raise ConfigError(f"--color takes grey or rgb, got '{text}'")
-    return text
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _h(name: str) -> str:
+    """An option's help, read from the settings tree: the field's description and its default."""
+    text = description(name)
+    text = text[:1].upper() + text[1:]
+    value = default(name)
+    if value is not None and value is not False:
+        text += f" (default {_shown(value)})"
+    return text + "."
+
+
+# Each option's help, from the settings tree (module level: the option declarations only read it).
+H = {name: _h(name) for name in BenchConfig.model_fields}
 
 
 def register(app: typer.Typer) -> None:
@@ -32,77 +44,72 @@ def register(app: typer.Typer) -> None:
     @app.command("bench")
     def bench(
         models: List[Path] = typer.Argument(..., help="convert output folder(s), .tflite file(s), the float .keras"),
-        data: str = typer.Option(..., "--data", help="labelled data: class-per-folder tree (optionally under "
-                                 "split folders) or fer2013.csv; 'synthetic' for the built-in demo set"),
-        split: Optional[str] = typer.Option(None, "--split", help="split to score (default: public_test, "
-                                            "else test, else val; the whole set if it has no splits)"),
-        threads: str = typer.Option("1", "--threads", help="thread counts to time, e.g. 1,2,4 "
-                                    "(counts above the usable cores are skipped)"),
-        runs: int = typer.Option(200, "--runs", min=1, help="timed batch-1 runs per variant and thread count"),
-        warmup: int = typer.Option(10, "--warmup", min=0, help="untimed runs first"),
-        max_seconds: float = typer.Option(2.0, "--max-seconds", min=0.0,
-                                          help="stop timing a variant after this long (at least 20 runs)"),
-        out: Path = typer.Option(Path("bench_results"), "--out", help="folder for bench.json/.csv/.md and plots"),
-        limit: Optional[int] = typer.Option(None, "--limit", min=1, help="score a random N images of the split"),
-        max_drop: Optional[float] = typer.Option(None, "--max-drop", min=0.0,
-                                                 help="fail if accuracy falls more than PP points vs the float model"),
-        max_class_drop: Optional[float] = typer.Option(None, "--max-class-drop", min=0.0,
-                                                       help="fail if any class's recall falls more than PP points"),
-        data_kind: str = typer.Option("auto", "--data-kind", help="auto, folder, fer2013_csv, ckplus, jaffe"),
-        plots: bool = typer.Option(True, "--plots/--no-plots", help="write PNG plots (needs matplotlib)"),
-        isolate: bool = typer.Option(True, "--isolate/--in-process",
-                                     help="time each variant in a fresh process (clean memory peaks)"),
-        speed: bool = typer.Option(True, "--speed/--no-speed", help="--no-speed: accuracy and gate only"),
-        labels: Optional[str] = typer.Option(None, "--labels", help="for a .tflite without fer-edge metadata: "
-                                             "its labels in output order, comma separated"),
-        input_size: Optional[int] = typer.Option(None, "--input-size", min=8,
-                                                 help="for a .tflite without metadata: its input side"),
-        color: Optional[str] = typer.Option(None, "--color", help="for a .tflite without metadata: grey or rgb"),
-        tta: str = typer.Option("model", "--tta", help="test-time augmentation, comma separated: model (default: "
-                                "what each model's metadata asks for, as the board runs it), none, flip (average "
-                                "each image with its mirror). none,flip benches every variant both ways"),
-        clean: bool = typer.Option(True, "--clean/--no-clean", help="also score the clean subset: the split without "
-                                   "images that have an exact or near copy in train or a conflicting label "
-                                   "(needs a train split; audits the whole set once)"),
-        device_path: bool = typer.Option(False, "--device-path", help="score through the board's real path instead: "
-                                         "each face in a larger frame -> face detector -> crop with the model's "
-                                         "geometry -> classifier (no face = wrong), beside the crop path"),
-        detector: str = typer.Option("yunet", "--detector", help="--device-path: yunet or blazeface"),
-        pad: float = typer.Option(1.0, "--pad", min=0.0, help="--device-path: grey border, in face widths"),
-        frame_scale: float = typer.Option(4.0, "--frame-scale", min=0.25, help="--device-path: face upscaling"),
-        tune_crop: bool = typer.Option(False, "--tune-crop", help="--device-path: score a grid of crop margins and "
-                                       "vertical offsets (use a validation split: --split val)"),
-        write_geometry: bool = typer.Option(False, "--write-geometry", help="--tune-crop: write the best geometry "
-                                            "into the model's metadata"),
-        accelerator: str = typer.Option("cpu", "--accelerator", help="cpu (XNNPACK) | gpu (LiteRT CompiledModel; "
-                                        "falls back to the CPU, saying why, where there is no GPU adapter)"),
+        # Kept required: a bench of real models on the synthetic demo set by omission would mislead.
+        data: str = typer.Option(..., "--data", help=H["data"]),
+        # Every other default is None or False, "not typed": the settings tree (BenchConfig) fills the rest, so
+        # the CLI cannot drift from run_bench (tests/test_settings_defaults.py). Ranges are the tree's too.
+        split: Optional[str] = typer.Option(None, "--split", help=H["split"]),
+        threads: Optional[str] = typer.Option(None, "--threads", help=H["threads"]),
+        runs: Optional[int] = typer.Option(None, "--runs", help=H["runs"]),
+        warmup: Optional[int] = typer.Option(None, "--warmup", help=H["warmup"]),
+        max_seconds: Optional[float] = typer.Option(None, "--max-seconds", help=H["max_seconds"]),
+        out: Optional[Path] = typer.Option(None, "--out", help=H["out"]),
+        limit: Optional[int] = typer.Option(None, "--limit", help=H["limit"]),
+        max_drop: Optional[float] = typer.Option(None, "--max-drop", help=H["max_drop"]),
+        max_class_drop: Optional[float] = typer.Option(None, "--max-class-drop", help=H["max_class_drop"]),
+        data_kind: Optional[str] = typer.Option(None, "--data-kind", help=H["data_kind"]),
+        plots: Optional[bool] = typer.Option(None, "--plots/--no-plots", help=H["plots"]),
+        isolate: Optional[bool] = typer.Option(None, "--isolate/--in-process", help=H["isolate"]),
+        speed: Optional[bool] = typer.Option(None, "--speed/--no-speed", help=H["speed"]),
+        labels: Optional[str] = typer.Option(None, "--labels", help=H["labels"]),
+        input_size: Optional[int] = typer.Option(None, "--input-size", help=H["input_size"]),
+        color: Optional[str] = typer.Option(None, "--color", help=H["color"]),
+        tta: Optional[str] = typer.Option(None, "--tta", help=H["tta"]),
+        clean: Optional[bool] = typer.Option(None, "--clean/--no-clean", help=H["clean"]),
+        device_path: bool = typer.Option(False, "--device-path", help=H["device_path"]),
+        detector: Optional[str] = typer.Option(None, "--detector", help=H["detector"]),
+        pad: Optional[float] = typer.Option(None, "--pad", help=H["pad"]),
+        frame_scale: Optional[float] = typer.Option(None, "--frame-scale", help=H["frame_scale"]),
+        tune_crop: bool = typer.Option(False, "--tune-crop", help=H["tune_crop"]),
+        write_geometry: bool = typer.Option(False, "--write-geometry", help=H["write_geometry"]),
+        accelerator: Optional[str] = typer.Option(None, "--accelerator", help=H["accelerator"]),
+        print_config: bool = typer.Option(False, "--print-config", help="Print the settings this run would use "
+                                          "(YAML: every option not typed at its default) and exit."),
     ) -> None:
-        """Accuracy, per-class recall, speed, size and memory of each model variant, side by side."""
+        """Accuracy, per-class recall, speed, size and memory of each model variant, side by side.
+
+        Every option is a field of fer_edge.bench.settings.BenchConfig (run_bench takes the same names);
+        --print-config prints the settings a run would use and exits.
+        """
+        given = dict(data=data, split=split, threads=threads, runs=runs, warmup=warmup, max_seconds=max_seconds,
+                     out=out, limit=limit, max_drop=max_drop, max_class_drop=max_class_drop, data_kind=data_kind,
+                     plots=plots, isolate=isolate, speed=speed, labels=labels, input_size=input_size, color=color,
+                     tta=tta, clean=clean, detector=detector, pad=pad, frame_scale=frame_scale,
+                     accelerator=accelerator, device_path=device_path or None, tune_crop=tune_crop or None,
+                     write_geometry=write_geometry or None)
+        # Only what the user typed is passed: everything else is BenchConfig's default, written once there.
+        cfg = checked(flags=True, **{k: v for k, v in given.items() if v is not None})
+        if print_config:
+            print(config_yaml(cfg), end="")
+            return
         from rich.console import Console
 
-        from fer_edge.accelerator import check_accelerator
         from fer_edge.atomic import ensure_dir
         from fer_edge.bench.core import run_bench
 
-        ensure_dir(out)  # fails now, not after the whole bench has run
+        ensure_dir(cfg.out)  # fails now, not after the whole bench has run
         console = Console()
-        source = None if data.lower() in ("synthetic", "demo") else data
-        if device_path:
+        source = None if cfg.data.lower() in ("synthetic", "demo") else cfg.data
+        if cfg.device_path:
             from fer_edge.bench.photo_path import run_photo_path
 
             if len(models) != 1 or models[0].suffix != ".tflite":
                 raise ConfigError("--device-path scores one .tflite model; give exactly one")
-            run_photo_path(models[0], source, split=split, limit=limit, detector=detector, pad=pad,
-                           scale=frame_scale, tune=tune_crop, write=write_geometry, out=out,
-                           threads=max(parse_threads(threads)), kind=data_kind, console=console)
+            run_photo_path(models[0], source, split=cfg.split, limit=cfg.limit, detector=cfg.detector, pad=cfg.pad,
+                           scale=cfg.frame_scale, tune=cfg.tune_crop, write=cfg.write_geometry, out=cfg.out,
+                           threads=max(cfg.threads), kind=cfg.data_kind, console=console)
             return
-        result = run_bench(models, source, split=split, threads=parse_threads(threads), runs=runs, warmup=warmup,
-                           max_seconds=max_seconds, limit=limit, max_drop=max_drop, max_class_drop=max_class_drop,
-                           out=out, console=console, data_kind=data_kind, isolate=isolate, plots=plots,
-                           speed=speed, labels=[x.strip() for x in labels.split(",") if x.strip()] if labels else None,
-                           input_size=input_size, color=_color(color),
-                           tta=[x.strip() for x in tta.split(",") if x.strip()] or ["none"], clean=clean,
-                           accelerator=check_accelerator(accelerator))
+        result = run_bench(models, source, console=console, **bench_kwargs(cfg))
         if not any(v.ok for v in result.variants):
             raise ModelError("no variant could be benchmarked: "
                              + "; ".join(f"{v.name}: {v.error}" for v in result.variants))
@@ -132,3 +139,11 @@ def register(app: typer.Typer) -> None:
         source = None if data.lower() in ("synthetic", "demo") else data
         run_explain(models, source, split=split, n=n, disagree=disagree, out=out, patch=patch, console=console,
                     data_kind=data_kind, scan=scan)
+
+
+def config_yaml(cfg: BenchConfig) -> str:
+    """The settings a bench runs with, as --print-config shows them."""
+    import yaml
+
+    return ("# fer-edge bench: the effective settings (fer_edge.bench.settings.BenchConfig)\n"
+            + yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True))

@@ -19,6 +19,7 @@ from fer_edge.bench.backends import open_runner
 from fer_edge.bench.dataset import BenchData, bench_data, clean_mask, label_targets
 from fer_edge.bench.models import ModelRef, resolve_models
 from fer_edge.bench.result import BenchResult, Speed, VariantResult
+from fer_edge.bench.settings import checked, default
 from fer_edge.bench.verdict import apply_gate, flag_slower_than_fp32, recommend
 from fer_edge.errors import ConfigError, FerEdgeError
 from fer_edge.interpreter import default_threads
@@ -196,28 +197,33 @@ def _machine_with_load(warnings: list[str]) -> dict:
 def run_bench(
     models: Sequence[str | os.PathLike],
     data,
-    split: str | None = None,
-    threads: Iterable[int] = (1,),
-    runs: int = 200,
-    warmup: int = 10,
-    max_seconds: float = 2.0,
-    limit: int | None = None,
-    max_drop: float | None = None,
-    max_class_drop: float | None = None,
+    split: str | None = default("split"),
+    threads: Iterable[int] = default("threads"),
+    runs: int = default("runs"),
+    warmup: int = default("warmup"),
+    max_seconds: float = default("max_seconds"),
+    limit: int | None = default("limit"),
+    max_drop: float | None = default("max_drop"),
+    max_class_drop: float | None = default("max_class_drop"),
     out: str | os.PathLike | None = None,
     console=None,
-    data_kind: str = "auto",
-    isolate: bool = True,
-    plots: bool = True,
-    speed: bool = True,
-    labels: list[str] | None = None,
-    input_size: int | None = None,
-    color: str | None = None,
-    tta: Sequence[str] = ("none",),
-    clean: bool = True,
-    accelerator: str = "cpu",
+    data_kind: str = default("data_kind"),
+    isolate: bool = default("isolate"),
+    plots: bool = default("plots"),
+    speed: bool = default("speed"),
+    labels: Sequence[str] | None = default("labels"),
+    input_size: int | None = default("input_size"),
+    color: str | None = default("color"),
+    tta: Sequence[str] = default("tta"),
+    clean: bool = default("clean"),
+    accelerator: str = default("accelerator"),
 ) -> BenchResult:
     """Benchmark model variants on one labelled split.
+
+    Every keyword is a field of fer_edge.bench.settings.BenchConfig (`fer-edge bench`'s options), its default
+    the tree's and checked by it (a bad value is a ConfigError naming it) - but `out`: None here, no files
+    written, as the callers that want only the result (a conversion's gate, recipes) expect; the command
+    writes into the tree's folder.
 
     models: convert output folders, .tflite files, the float .keras. data: a folder / fer2013.csv path,
     an opened LabelledSet, or None for the synthetic demo set. threads: counts to time (clipped to the
@@ -226,13 +232,23 @@ def run_bench(
     out: folder for bench.json/.csv/.md and the plots. isolate: time each variant in a fresh process.
     speed: False scores accuracy only (what a gate needs, in a fraction of the time).
     labels/input_size/color: for .tflite files without fer-edge metadata (exported elsewhere).
-    tta: test-time augmentation modes (fer_edge.tta); each variant is benched once per mode.
+    tta: test-time augmentation modes (fer_edge.tta); each variant is benched once per mode; 'model' (the
+    default) = the mode each model's metadata asks for, as the board runs it.
     clean: also score the clean subset (the split without images that have a copy in train or a
     conflicting label, found by the data audit) where the data set has a train split.
     """
+    cfg = checked(split=split, threads=threads, runs=runs, warmup=warmup, max_seconds=max_seconds, limit=limit,
+                  max_drop=max_drop, max_class_drop=max_class_drop, out=out, data_kind=data_kind, isolate=isolate,
+                  plots=plots, speed=speed, labels=labels, input_size=input_size, color=color, tta=tta,
+                  clean=clean, accelerator=accelerator)
+    # from here on the checked values (a tta list normalised, an accelerator's name lowered, "2" an int)
+    split, threads, runs, warmup, max_seconds, limit = (cfg.split, cfg.threads, cfg.runs, cfg.warmup,
+                                                        cfg.max_seconds, cfg.limit)
+    max_drop, max_class_drop, data_kind = cfg.max_drop, cfg.max_class_drop, cfg.data_kind
+    labels, input_size, color, tta, accelerator = cfg.labels, cfg.input_size, cfg.color, cfg.tta, cfg.accelerator
     t_start = time.perf_counter()
     thread_plan, warnings = plan_threads(threads)
-    refs = resolve_models(models, labels, input_size, color, tta)
+    refs = resolve_models(models, list(labels) if labels is not None else None, input_size, color, tta)
     if not refs:
         raise ConfigError("no models given; name convert output folders, .tflite files or a .keras model")
     bd: BenchData = bench_data(data, split, limit, data_kind)

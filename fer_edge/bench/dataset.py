@@ -11,6 +11,7 @@ from typing import Callable
 
 import numpy as np
 
+from fer_edge.bench.settings import default
 from fer_edge.data.types import LabelledSet, Sample, Skipped
 from fer_edge.errors import DataError
 from fer_edge.labels import canonical_label
@@ -113,7 +114,7 @@ class BenchData:
         return self._arrays[spec]
 
 
-def bench_data(data, split: str | None, limit: int | None, kind: str = "auto") -> BenchData:
+def bench_data(data, split: str | None, limit: int | None, kind: str = default("data_kind")) -> BenchData:
     """`data`: a path (folder / fer2013.csv), None (the synthetic demo set) or an opened LabelledSet."""
     if isinstance(data, LabelledSet):
         ls = data

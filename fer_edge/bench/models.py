@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from fer_edge.bench.settings import MODEL_TTA
 from fer_edge.errors import FerEdgeError, ModelError
 from fer_edge.metadata import ModelMetadata, read_metadata
 from fer_edge.registry import Registry
@@ -97,9 +98,6 @@ def _keras_metadata(path: Path, siblings: list[Path]) -> tuple[ModelMetadata, st
                                                    "output_dtype": "float32", "calibration": None})
                 return borrowed, f"labels and preprocessing taken from {sib.name} (no {path.stem}.json sidecar)"
         raise first
-
-
-MODEL_TTA = "model"
 
 
 def resolve_models(paths: list[str | os.PathLike], labels: list[str] | None = None, input_size: int | None = None,

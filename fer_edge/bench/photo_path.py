@@ -21,6 +21,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from fer_edge.bench.settings import checked, default
 from fer_edge.preprocess import PreprocessSpec, crop_face, to_model_input, to_uint8_image
 
 NO_FACE = "(no face)"
@@ -84,7 +85,8 @@ def score_with_misses(y: np.ndarray, probs: np.ndarray, found: np.ndarray, label
 
 
 def evaluate(model_path: str | Path, images: Sequence[np.ndarray], y: np.ndarray, labels: list[str],
-             detector, geometries: Sequence[Geometry], pad: float = 1.0, scale: float = 4.0,
+             detector, geometries: Sequence[Geometry], pad: float = default("pad"),
+             scale: float = default("frame_scale"),
              threads: int | None = None, progress: Callable[[int], None] | None = None) -> list[PathScore]:
     """The crop path, then the detector path at every geometry (one detection per image serves them all)."""
     from fer_edge.interpreter import TFLiteModel
@@ -145,7 +147,8 @@ def write_geometry(model_path: str | Path, geometry: Geometry) -> None:
     write_tflite(path, strip(path.read_bytes()), meta.model_copy(update={"preprocess": geometry.spec(meta.preprocess)}))
 
 
-def split_samples(data: str | None, split: str | None, limit: int | None, kind: str = "auto", seed: int = 0):
+def split_samples(data: str | None, split: str | None, limit: int | None, kind: str = default("data_kind"),
+                  seed: int = 0):
     """(samples, note, labels) of a split; 'val' is carved from train as convert carves it when the set has none."""
     from fer_edge.data.readers import open_dataset
 
@@ -165,12 +168,22 @@ def split_samples(data: str | None, split: str | None, limit: int | None, kind: 
     return samples, note, list(ls.labels), ls.source
 
 
-def run_photo_path(model: str | Path, data: str | None, split: str | None = None, limit: int | None = None,
-                   detector: str = "yunet", pad: float = 1.0, scale: float = 4.0, tune: bool = False,
-                   write: bool = False, out: str | Path | None = None, threads: int | None = None,
-                   kind: str = "auto", console=None) -> dict:
+def run_photo_path(model: str | Path, data: str | None, split: str | None = default("split"),
+                   limit: int | None = default("limit"), detector: str = default("detector"),
+                   pad: float = default("pad"), scale: float = default("frame_scale"),
+                   tune: bool = default("tune_crop"), write: bool = default("write_geometry"),
+                   out: str | Path | None = None, threads: int | None = None,
+                   kind: str = default("data_kind"), console=None) -> dict:
     """Crop path vs detector path for one model; with `tune`, a grid of crop geometries (and `write`: the best
-    one goes into the model's metadata). Writes photo_path.json/.md into `out`."""
+    one goes into the model's metadata). Writes photo_path.json/.md into `out` (None: no files, as run_bench).
+    Defaults and checks are fer_edge.bench.settings.BenchConfig's (scale: frame_scale, tune: tune_crop, write:
+    write_geometry, kind: data_kind); threads None = the interpreter's default (the command passes its
+    largest --threads)."""
+    cfg = checked(split=split, limit=limit, detector=detector, pad=pad, frame_scale=scale, tune_crop=tune,
+                  write_geometry=write, data_kind=kind)
+    split, limit, detector, pad, scale, tune, write, kind = (cfg.split, cfg.limit, cfg.detector, cfg.pad,
+                                                             cfg.frame_scale, cfg.tune_crop, cfg.write_geometry,
+                                                             cfg.data_kind)
     import json
 
     from fer_edge.atomic import atomic_write_text

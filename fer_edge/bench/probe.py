@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from fer_edge.bench.settings import default
+
 
 def _peak_rss_mb() -> float:
     """This process's peak resident memory. Linux: VmHWM, which starts afresh at exec - unlike
@@ -88,11 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kind", required=True)
     ap.add_argument("--model", required=True)
     ap.add_argument("--metadata", required=True, help="the variant's metadata as JSON (fer-edge/1)")
-    ap.add_argument("--threads", type=int, default=1)
+    # the parent (run_probe) passes every setting: the child has no defaults of its own
+    ap.add_argument("--threads", type=int, required=True)
     ap.add_argument("--input", default=None, help=".npy with one uint8 model input; random pixels if absent")
-    ap.add_argument("--warmup", type=int, default=10)
-    ap.add_argument("--runs", type=int, default=200)
-    ap.add_argument("--max-seconds", type=float, default=2.0)
+    ap.add_argument("--warmup", type=int, required=True)
+    ap.add_argument("--runs", type=int, required=True)
+    ap.add_argument("--max-seconds", type=float, required=True)
     ap.add_argument("--tta", default="none", help="test-time augmentation (fer_edge.tta): none | flip")
     ap.add_argument("--accelerator", default="cpu", help="cpu | gpu (fer_edge.accelerator)")
     ap.add_argument("--json", required=True, help="where to write the result")
@@ -106,9 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if "error" not in res else 1
 
 
-def run_probe(kind: str, model: Path, metadata_json: str, threads: int, image=None, warmup: int = 10,
-              runs: int = 200, max_seconds: float = 2.0, timeout: float | None = None, tta: str = "none",
-              accelerator: str = "cpu") -> dict:
+def run_probe(kind: str, model: Path, metadata_json: str, threads: int, image=None,
+              warmup: int = default("warmup"), runs: int = default("runs"), max_seconds: float = default("max_seconds"),
+              timeout: float | None = None, tta: str = "none", accelerator: str = default("accelerator")) -> dict:
     """Run `probe` in a child process; returns its result dict, or {"error": ...} if it failed or hung."""
     import numpy as np
 

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fer_edge.atomic import atomic_write_text
 from fer_edge.bench.result import BenchResult
+from fer_edge.bench.settings import default
 from fer_edge.bench.targets import Target, TargetCheck, check_targets, targets_markdown
 from fer_edge.errors import ConfigError
 
@@ -25,10 +26,11 @@ class Suite(BaseModel):
     description: str = ""
     data: str
     split: str | None = None
-    threads: list[int] = [1]
-    runs: int = Field(200, ge=1)
-    warmup: int = Field(10, ge=0)
-    max_seconds: float = Field(2.0, gt=0)
+    # the bench's timing defaults (fer_edge.bench.settings), a suite's own bounds
+    threads: list[int] = Field(default_factory=lambda: list(default("threads")))
+    runs: int = Field(default("runs"), ge=1)
+    warmup: int = Field(default("warmup"), ge=0)
+    max_seconds: float = Field(default("max_seconds"), gt=0)
     model: str | None = None
     targets: list[Target] = []
 
@@ -68,9 +70,11 @@ def run_suite(suite: Suite, root: Path, model: str | None = None, name: str | No
     model_path = _resolve(model, root)
     name = name or f"{suite.name}-{model_path.name}"
     out = (out_root or root / "benchmarks" / "results") / name
+    # tta none: a suite's targets and its published results judge the plain variants, whatever tta the
+    # model's metadata asks the board for
     result = run_bench([model_path], _resolve(suite.data, root), split=suite.split, threads=threads or suite.threads,
                        runs=suite.runs, warmup=suite.warmup, max_seconds=suite.max_seconds, limit=limit,
-                       out=out, console=console)
+                       out=out, console=console, tta=("none",))
     checks = check_targets(result, suite.targets)
     atomic_write_text(out / "targets.md", f"# Targets - {suite.name}\n\n" + targets_markdown(checks))
     atomic_write_text(out / "targets.json", json.dumps([c.as_dict() for c in checks], indent=2))

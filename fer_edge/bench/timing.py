@@ -8,6 +8,8 @@ from typing import Callable
 
 import numpy as np
 
+from fer_edge.bench.settings import default
+
 # Fewer timed runs than this make p99 meaningless; a slow model still gets this many even past the budget.
 MIN_RUNS = 20
 
@@ -41,7 +43,8 @@ def summarise(samples_s: list[float] | np.ndarray, stopped_by: str = "runs") -> 
     )
 
 
-def measure(call: Callable[[], object], warmup: int = 10, runs: int = 200, max_seconds: float = 2.0) -> Latency:
+def measure(call: Callable[[], object], warmup: int = default("warmup"), runs: int = default("runs"),
+            max_seconds: float = default("max_seconds")) -> Latency:
     """Time `call()` after `warmup` untimed calls.
 
     Stops after `runs` timed calls or once `max_seconds` of timed calls have passed, whichever

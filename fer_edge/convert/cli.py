@@ -146,8 +146,10 @@ def register(app: typer.Typer) -> None:
         print_config: bool = typer.Option(False, "--print-config", help="Print the settings this run would use "
                                           "(YAML: presets applied, unset fields at their defaults) and exit."),
     ) -> None:
+        from pydantic import ValidationError
+
         from fer_edge.convert.api import ConvertConfig, convert
-        from fer_edge.errors import ConfigError
+        from fer_edge.errors import settings_error
 
         variants = [v for v, on in (("fp32", fp32), ("fp16", fp16), ("dynamic", dynamic), ("int8", int8)) if on]
         given = dict(
@@ -176,13 +178,8 @@ def register(app: typer.Typer) -> None:
             kwargs["class_weighting"] = "none"
         try:
             cfg = ConvertConfig(**kwargs)
-        except Exception as exc:  # pydantic ValidationError -> one readable line per bad option
-            errs = getattr(exc, "errors", None)
-            if callable(errs):
-                msg = "; ".join(f"--{'-'.join(str(p) for p in e['loc']).replace('_', '-')}: {e['msg']}"
-                                for e in errs())
-                raise ConfigError(f"invalid option(s): {msg}") from None
-            raise
+        except ValidationError as exc:
+            raise settings_error(exc) from None
         if print_config:
             print(effective_yaml(cfg), end="")
             return

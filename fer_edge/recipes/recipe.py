@@ -27,6 +27,8 @@ from typing import Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from fer_edge.atomic import atomic_write_text
+from fer_edge.bench.settings import default as bench_default
+from fer_edge.bench.settings import description as bench_description
 from fer_edge.convert.settings import default as convert_default
 from fer_edge.convert.settings import description as convert_description
 from fer_edge.errors import ConfigError, DataError, ModelError
@@ -81,8 +83,10 @@ class Recipe(BaseModel):
     threads: int = Field(2, ge=1, description="thread count the latency column is measured at")
     tta: list[str] = Field(default_factory=lambda: ["none"], description="test-time augmentation modes the "
                            "held-out split is also scored with (fer_edge.tta: none, flip); cv recipes only")
-    bench_runs: int = Field(200, ge=1, description="batch-1 timing runs per variant (fer-edge bench --runs)")
-    bench_max_seconds: float = Field(2.0, gt=0, description="timing budget per variant and thread count")
+    bench_runs: int = Field(bench_default("runs"), ge=1, description=bench_description("runs") + " (fer-edge "
+                            "bench --runs)")
+    bench_max_seconds: float = Field(bench_default("max_seconds"), gt=0, description=bench_description("max_seconds")
+                                     + " (fer-edge bench --max-seconds)")
     train_eval_limit: Optional[int] = Field(3000, ge=1, description="random training images scored for the "
                                                                     "train-accuracy column (None: all)")
     budget_note: str = Field("", description="how this row's budget differs from the published one")
@@ -251,7 +255,7 @@ def _train_accuracy(float_model: Path, data: str | None, kind: str, limit: int |
 
     try:
         res = run_bench([float_model], data, split="train", limit=limit, speed=False, plots=False,
-                        data_kind=kind, console=None)
+                        data_kind=kind, console=None, tta=("none",))
     except DataError as exc:
         if console is not None:
             console.print(f"[yellow]note:[/] no train-accuracy figure: {exc}", highlight=False)
@@ -397,9 +401,11 @@ def run_recipe(path: str | os.PathLike, out: str | os.PathLike | None = None, bu
         record = json.loads((conv_dir / "convert.json").read_text())
     from fer_edge.bench import run_bench
 
+    # tta none: the table's float and int8 columns are the plain models (build_row picks rows by variant);
+    # bench --tta model would score a model whose metadata asks for flip with it, in a different row set
     bench = run_bench([conv_dir], data, split=recipe.split, threads=(recipe.threads,), out=out / "bench",
                       runs=recipe.bench_runs, max_seconds=recipe.bench_max_seconds, data_kind=recipe.kind,
-                      console=console)
+                      console=console, tta=("none",))
     float_model = conv_dir / "model_float.keras"
     train = (_train_accuracy(float_model, data, recipe.kind, recipe.train_eval_limit, console)
              if float_model.is_file() and recipe.model_file is None else
