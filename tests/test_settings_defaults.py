@@ -25,7 +25,7 @@ def _command(name: str):
     return get_command(app).commands[name]
 
 
-@pytest.mark.parametrize("name", ["convert", "run", "bench"])
+@pytest.mark.parametrize("name", ["convert", "run", "bench", "explain"])
 def test_cli_options_carry_no_defaults_of_their_own(name):
     for param in _command(name).params:
         if param.param_type_name == "option":
@@ -213,6 +213,23 @@ def test_bench_api_defaults_are_the_trees():
         if name not in ("console", "out", "threads"):
             field = names.get(name, name)
             assert value == default(field), f"run_photo_path's {name} is {value!r}, the tree's {default(field)!r}"
+
+
+def test_explain_defaults_are_its_trees(monkeypatch):
+    """run_explain's keyword defaults and what the command passes when nothing is typed are ExplainConfig's."""
+    from fer_edge.bench import explain
+    from fer_edge.bench.settings import BenchConfig, ExplainConfig
+
+    tree = {n: f.default for n, f in ExplainConfig.model_fields.items()}
+    api = _defaults(explain.run_explain)
+    assert set(api) - set(tree) == {"console"}
+    assert {n: v for n, v in api.items() if n != "console"} == tree
+    assert tree["data_kind"] == BenchConfig.model_fields["data_kind"].default   # one data-kind default
+    seen = {}
+    monkeypatch.setattr(explain, "run_explain", lambda models, data, console=None, **kw: seen.update(kw))
+    assert main(["explain", "m.tflite", "--data", "synthetic"]) == 0
+    assert seen == tree
+    assert main(["explain", "m.tflite", "--data", "synthetic", "--n", "0"]) == 2   # the tree's range, one line
 
 
 def test_bench_callers_read_the_tree():

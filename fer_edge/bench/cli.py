@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Any, List, Optional
 
 import typer
+from pydantic.fields import FieldInfo
 
-from fer_edge.bench.settings import BenchConfig, bench_kwargs, checked, default, description
+from fer_edge.bench.settings import BenchConfig, ExplainConfig, bench_kwargs, checked, checked_explain
 from fer_edge.errors import ConfigError, ModelError
 
 
@@ -24,18 +25,19 @@ def _shown(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def _h(name: str) -> str:
+def _help(info: FieldInfo) -> str:
     """An option's help, read from the settings tree: the field's description and its default."""
-    text = description(name)
+    text = info.description or ""
     text = text[:1].upper() + text[1:]
-    value = default(name)
+    value = info.get_default(call_default_factory=True)
     if value is not None and value is not False:
         text += f" (default {_shown(value)})"
     return text + "."
 
 
-# Each option's help, from the settings tree (module level: the option declarations only read it).
-H = {name: _h(name) for name in BenchConfig.model_fields}
+# Each option's help, from the settings trees (module level: the option declarations only read it).
+H = {name: _help(info) for name, info in BenchConfig.model_fields.items()}
+HX = {name: _help(info) for name, info in ExplainConfig.model_fields.items()}
 
 
 def register(app: typer.Typer) -> None:
@@ -119,26 +121,26 @@ def register(app: typer.Typer) -> None:
     def explain(
         models: List[Path] = typer.Argument(..., help="convert output folder, the float .keras and/or .tflite files"),
         data: str = typer.Option(..., "--data", help="labelled data (as for bench); 'synthetic' for the demo set"),
-        split: Optional[str] = typer.Option(None, "--split", help="split to draw images from (default as bench)"),
-        n: int = typer.Option(8, "--n", min=1, help="how many images to explain"),
-        disagree: bool = typer.Option(False, "--disagree",
-                                      help="pick images where the float and quantized predictions disagree"),
-        out: Path = typer.Option(Path("explain_results"), "--out", help="folder for the PNG grids"),
-        patch: Optional[int] = typer.Option(None, "--patch", min=1,
-                                            help="occlusion patch side in pixels (default: input/6)"),
-        data_kind: str = typer.Option("auto", "--data-kind", help="auto, folder, fer2013_csv, ckplus, jaffe"),
-        scan: int = typer.Option(2000, "--scan", min=1,
-                                 help="with --disagree: how many images to search for disagreements"),
+        # not typed = None: the settings tree (ExplainConfig) fills the rest, as for bench
+        split: Optional[str] = typer.Option(None, "--split", help=HX["split"]),
+        n: Optional[int] = typer.Option(None, "--n", help=HX["n"]),
+        disagree: bool = typer.Option(False, "--disagree", help=HX["disagree"]),
+        out: Optional[Path] = typer.Option(None, "--out", help=HX["out"]),
+        patch: Optional[int] = typer.Option(None, "--patch", help=HX["patch"]),
+        data_kind: Optional[str] = typer.Option(None, "--data-kind", help=HX["data_kind"]),
+        scan: Optional[int] = typer.Option(None, "--scan", help=HX["scan"]),
     ) -> None:
         """Saliency (gradient, Grad-CAM) of the float model and occlusion maps of every model, int8 included."""
         from rich.console import Console
 
         from fer_edge.bench.explain import run_explain
 
+        given = dict(split=split, n=n, disagree=disagree or None, out=out, patch=patch, data_kind=data_kind,
+                     scan=scan)
+        cfg = checked_explain(flags=True, **{k: v for k, v in given.items() if v is not None})
         console = Console()
         source = None if data.lower() in ("synthetic", "demo") else data
-        run_explain(models, source, split=split, n=n, disagree=disagree, out=out, patch=patch, console=console,
-                    data_kind=data_kind, scan=scan)
+        run_explain(models, source, console=console, **cfg.model_dump())
 
 
 def config_yaml(cfg: BenchConfig) -> str:

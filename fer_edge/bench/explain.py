@@ -18,6 +18,7 @@ import numpy as np
 from fer_edge.atomic import atomic_path, atomic_write_text
 from fer_edge.bench.backends import open_runner
 from fer_edge.bench.dataset import bench_data, label_targets, limit_samples
+from fer_edge.bench.settings import explain_default
 from fer_edge.bench.models import ModelRef, name_variants, resolve_models, slug
 from fer_edge.bench.saliency import LayerChain, grad_cam, gradient_saliency, occlusion_map
 from fer_edge.errors import DataError, FerEdgeError, ModelError
@@ -100,9 +101,12 @@ def render(path: Path, image: np.ndarray, true_label: str, key: str, panels: lis
     plt.close(fig)
 
 
-def run_explain(models: Sequence[str | os.PathLike], data, split: str | None = None, n: int = 8,
-                disagree: bool = False, out: str | os.PathLike = "explain_results", patch: int | None = None,
-                console=None, data_kind: str = "auto", scan: int = 2000) -> ExplainResult:
+def run_explain(models: Sequence[str | os.PathLike], data, split: str | None = explain_default("split"),
+                n: int = explain_default("n"), disagree: bool = explain_default("disagree"),
+                out: str | os.PathLike = explain_default("out"), patch: int | None = explain_default("patch"),
+                console=None, data_kind: str = explain_default("data_kind"),
+                scan: int = explain_default("scan")) -> ExplainResult:
+    """Every keyword but console is a field of fer_edge.bench.settings.ExplainConfig, its default the tree's."""
     res = ExplainResult()
     refs = pick_models(models)
     loaded: list[Loaded] = []

@@ -156,6 +156,25 @@ class BenchConfig(BaseModel):
         return v.lower()
 
 
+class ExplainConfig(BaseModel):
+    """`fer-edge explain`: saliency and occlusion maps of a few images, float and quantized side by side."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    split: Optional[str] = Field(None, description="split to draw images from (None: as the bench chooses)")
+    n: int = Field(8, ge=1, description="how many images to explain")
+    disagree: bool = Field(False, description="pick images where the float and quantized predictions disagree")
+    out: Path = Field(Path("explain_results"), description="folder for the PNG grids")
+    patch: Optional[int] = Field(None, ge=1, description="occlusion patch side in pixels (None: input side / 6)")
+    data_kind: str = Field(BenchConfig.model_fields["data_kind"].default,
+                           description=BenchConfig.model_fields["data_kind"].description)
+    scan: int = Field(2000, ge=1, description="with disagree: how many images to search for disagreements")
+
+
+def explain_default(name: str) -> Any:
+    return ExplainConfig.model_fields[name].get_default(call_default_factory=True)
+
+
 # The options of the device path (fer_edge.bench.photo_path), which run_bench does not take.
 DEVICE_PATH = ("device_path", "detector", "pad", "frame_scale", "tune_crop", "write_geometry")
 
@@ -182,5 +201,13 @@ def checked(flags: bool = False, **settings: Any) -> BenchConfig:
     """BenchConfig(**settings), a bad value a ConfigError of one line that names it (as --flag with `flags`)."""
     try:
         return BenchConfig(**settings)
+    except ValidationError as exc:
+        raise settings_error(exc, flags=flags) from None
+
+
+def checked_explain(flags: bool = False, **settings: Any) -> ExplainConfig:
+    """ExplainConfig(**settings), checked as `checked` does."""
+    try:
+        return ExplainConfig(**settings)
     except ValidationError as exc:
         raise settings_error(exc, flags=flags) from None
