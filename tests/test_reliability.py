@@ -375,12 +375,16 @@ def test_fifos_sockets_devices_and_broken_links_are_skipped_by_run_and_audit(tmp
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_audit_stops_promptly_on_a_signal(tmp_path, sig):
+    # Long enough that the signal lands mid-scan on a fast quiet machine too (12,000 files were scanned in
+    # ~4 s there, and a signal at 3 s could meet the process already exiting): 50,000 hard links to one
+    # PNG - regular files each, made in a second, no disk. The run is stopped at 3 s, so the size costs nothing.
     tree = tmp_path / "big"
-    img = encode(".png", _face(160, 3))
+    first = tmp_path / "face.png"
+    first.write_bytes(encode(".png", _face(160, 3)))
     for lab in ("happy", "sad"):
         (tree / lab).mkdir(parents=True)
-        for i in range(6000):
-            (tree / lab / f"{i:05d}.png").write_bytes(img)
+        for i in range(25_000):
+            os.link(first, tree / lab / f"{i:05d}.png")
     t0 = time.monotonic()
     proc, o, e = cli_start(["audit", tree, "--workers", "1"], tmp_path)
     time.sleep(3.0)
