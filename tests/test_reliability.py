@@ -58,6 +58,9 @@ class Done:
 
 def _limits(as_mb: int, umask: int | None):
     def pre() -> None:
+        # As a terminal starts it, whoever started the suite: an ignored SIGINT is inherited through exec (a
+        # script's background job, `cmd &`, starts with it ignored), and fer-edge keeps an inherited SIG_IGN.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
         resource.setrlimit(resource.RLIMIT_AS, (as_mb * MB, as_mb * MB))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         if umask is not None:
