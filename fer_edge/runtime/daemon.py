@@ -130,7 +130,10 @@ class Daemon:
 
     # --- main -----------------------------------------------------------------------------
     def run(self) -> int:
-        """Run until the source ends or stop(); returns the exit status (0). Library errors raise."""
+        """Run until the source ends or stop(); returns the exit status (0). Library errors raise.
+
+        Start-up is three steps - the source and pipeline, the sinks, the capture thread - then the loop;
+        shutting down undoes them in reverse whatever happened (`_shut_down`)."""
         cfg = self.config
         self.metrics.set_health("starting", "loading models")
         old_signals = self._install_signals()
@@ -143,47 +146,16 @@ class Daemon:
             pipeline = self._pipeline or build_pipeline(cfg, source_name=source.name)
             if not pipeline.source_name:
                 pipeline.source_name = source.name
-            if self._sinks is not None:
-                sinks = self._sinks
-            else:
-                from fer_edge.runtime.sinks import create_sinks
-
-                sinks = create_sinks(cfg.outputs, self.metrics)
-            self._active_sinks = sinks
-            if hasattr(sinks, "on_reader_gone"):
-                sinks.on_reader_gone = lambda name: self.stop(f"output {name} closed by its reader")
-            drop = cfg.source.drop_stale if cfg.source.drop_stale is not None else source.live
-            mailbox = Mailbox(drop=drop)
-            wait = cfg.source.wait_for_source
-            fail_fast = cfg.source.type in ("camera", "picamera2") and (not wait if wait is not None else interactive())
-            capture = CaptureThread(
-                source, mailbox, self.stop_event, loop=cfg.source.loop,
-                backoff=Backoff(cfg.source.retry_initial_s, cfg.source.retry_max_s),
-                max_frames=cfg.source.max_frames, on_error=self._source_failed, on_recover=self._source_recovered,
-                fail_fast=fail_fast)
-            self._capture = capture
-            capture.start()
+            sinks = self._open_sinks()
+            capture = self._start_capture(source)
             self.metrics.set_health("ok")
             self.notifier.ready(f"running: {source.name}")
             log.info("running: source %s (%s), outputs: %s", source.name,
-                     "newest frame only" if drop else "every frame", ", ".join(o.type for o in cfg.outputs) or "none")
-            self._loop(pipeline, mailbox, sinks, stall_s=cfg.source.stall_s if source.live else None)
+                     "newest frame only" if capture.mailbox.drop else "every frame",
+                     ", ".join(o.type for o in cfg.outputs) or "none")
+            self._loop(pipeline, capture.mailbox, sinks, stall_s=cfg.source.stall_s if source.live else None)
         finally:
-            self.metrics.set_health("stopping", self.stop_reason)
-            self.notifier.stopping(self.stop_reason or "source finished")
-            self.stop_event.set()
-            if capture is not None:
-                capture.mailbox.close()
-                capture.join(timeout=0.5)
-            if sinks is not None:
-                spent = time.monotonic() - (self.stop_requested_at or time.monotonic())
-                unflushed = sinks.close(timeout=max(0.3, STOP_BUDGET_S - 0.2 - spent))
-                if unflushed and any(unflushed.values()):
-                    log.warning("results not flushed at exit: %s", unflushed)
-            threading.excepthook = old_hook
-            for sig, handler in old_signals.items():
-                signal.signal(sig, handler)
-            self.notifier.close()
+            self._shut_down(capture, sinks, old_hook, old_signals)
         if capture is not None and capture.fatal is not None:
             if isinstance(capture.fatal, FerEdgeError):
                 raise capture.fatal
@@ -191,6 +163,54 @@ class Daemon:
             return 1
         log.info("stopped (%s): %d results", self.stop_reason or "source finished", self.results)
         return 0
+
+    def _open_sinks(self) -> Any:
+        """The configured outputs (or the ones given to the constructor); a closed pipe stops the run."""
+        if self._sinks is not None:
+            sinks = self._sinks
+        else:
+            from fer_edge.runtime.sinks import create_sinks
+
+            sinks = create_sinks(self.config.outputs, self.metrics)
+        self._active_sinks = sinks
+        if hasattr(sinks, "on_reader_gone"):
+            sinks.on_reader_gone = lambda name: self.stop(f"output {name} closed by its reader")
+        return sinks
+
+    def _start_capture(self, source: Source) -> CaptureThread:
+        """The capture thread and its mailbox: a live source keeps only the newest frame unless told otherwise;
+        an interactive camera that cannot deliver fails fast instead of retrying."""
+        scfg = self.config.source
+        drop = scfg.drop_stale if scfg.drop_stale is not None else source.live
+        wait = scfg.wait_for_source
+        fail_fast = scfg.type in ("camera", "picamera2") and (not wait if wait is not None else interactive())
+        capture = CaptureThread(
+            source, Mailbox(drop=drop), self.stop_event, loop=scfg.loop,
+            backoff=Backoff(scfg.retry_initial_s, scfg.retry_max_s),
+            max_frames=scfg.max_frames, on_error=self._source_failed, on_recover=self._source_recovered,
+            fail_fast=fail_fast)
+        self._capture = capture
+        capture.start()
+        return capture
+
+    def _shut_down(self, capture: CaptureThread | None, sinks: Any, old_hook: Any,
+                   old_signals: dict[signal.Signals, Any]) -> None:
+        """Stop the capture, flush the sinks within the stop budget, restore the hooks and signals."""
+        self.metrics.set_health("stopping", self.stop_reason)
+        self.notifier.stopping(self.stop_reason or "source finished")
+        self.stop_event.set()
+        if capture is not None:
+            capture.mailbox.close()
+            capture.join(timeout=0.5)
+        if sinks is not None:
+            spent = time.monotonic() - (self.stop_requested_at or time.monotonic())
+            unflushed = sinks.close(timeout=max(0.3, STOP_BUDGET_S - 0.2 - spent))
+            if unflushed and any(unflushed.values()):
+                log.warning("results not flushed at exit: %s", unflushed)
+        threading.excepthook = old_hook
+        for sig, handler in old_signals.items():
+            signal.signal(sig, handler)
+        self.notifier.close()
 
     def _finish_tracks(self, pipeline: Pipeline, sinks: Any) -> None:
         """Publish the track_lost of every track still open, before the sinks close, so a
