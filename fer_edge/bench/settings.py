@@ -14,12 +14,14 @@ that need a registry (tta modes, accelerators, detectors) import it when they ru
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 
 from fer_edge.errors import ConfigError, settings_error
+
+_Tree = TypeVar("_Tree", bound=BaseModel)
 
 # `tta` entry meaning "what each model's metadata asks for" (what the board runs); fer_edge.bench.models reads it.
 MODEL_TTA = "model"
@@ -197,17 +199,19 @@ def bench_kwargs(cfg: BenchConfig) -> dict[str, Any]:
     return {name: getattr(cfg, name) for name in BenchConfig.model_fields if name not in ("data", *DEVICE_PATH)}
 
 
-def checked(flags: bool = False, **settings: Any) -> BenchConfig:
-    """BenchConfig(**settings), a bad value a ConfigError of one line that names it (as --flag with `flags`)."""
+def _validated(model: type[_Tree], flags: bool, settings: dict[str, Any]) -> _Tree:
+    """model(**settings), a bad value a ConfigError of one line that names it (as --flag with `flags`)."""
     try:
-        return BenchConfig(**settings)
+        return model(**settings)
     except ValidationError as exc:
         raise settings_error(exc, flags=flags) from None
+
+
+def checked(flags: bool = False, **settings: Any) -> BenchConfig:
+    """BenchConfig(**settings), checked: a bad value is one ConfigError line naming it."""
+    return _validated(BenchConfig, flags, settings)
 
 
 def checked_explain(flags: bool = False, **settings: Any) -> ExplainConfig:
     """ExplainConfig(**settings), checked as `checked` does."""
-    try:
-        return ExplainConfig(**settings)
-    except ValidationError as exc:
-        raise settings_error(exc, flags=flags) from None
+    return _validated(ExplainConfig, flags, settings)
